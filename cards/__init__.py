@@ -1,0 +1,1 @@
+"""Bundled payer policies (data only): see docs/policy-format.md."""

@@ -1,0 +1,128 @@
+"""Payers: who they are (identifiers, names), their settings, and finding them from a Coverage.
+
+The demo configuration lives in ``cards/payers.yaml``. A CRD server usually
+serves one payer and uses the Coverage to confirm and pick the plan; this
+service serves several, chosen by the Coverage's payor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import model_validator
+
+from .record import PatientRecord
+
+PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PayerIdentifier(_Strict):
+    system: str
+    value: str
+
+
+class NoPolicyAnswer(_Strict):
+    """What to say about an order none of the payer's policies covers."""
+
+    covered: Literal["covered", "not-covered", "conditional"] = "covered"
+    pa_needed: PaNeeded | None = "no-auth"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NoPolicyAnswer":
+        if self.covered == "not-covered" and self.pa_needed is not None:
+            raise ValueError("pa_needed must be omitted when covered is not-covered")
+        if self.covered != "not-covered" and self.pa_needed is None:
+            raise ValueError("pa_needed is required unless covered is not-covered")
+        return self
+
+
+class Payer(_Strict):
+    id: str
+    name: str = Field(description="Shown as card source.label: a name the patient and user recognise")
+    identifiers: tuple[PayerIdentifier, ...] = ()
+    aliases: tuple[str, ...] = ()
+    prior_auth: PaNeeded = Field("auth-needed", description="pa-needed when an order meets the policy criteria")
+    no_policy: NoPolicyAnswer = NoPolicyAnswer()
+
+
+class PayerConfig(_Strict):
+    default_payer: str
+    unknown_payer: Literal["default", "reject"] = Field(
+        "default", description="A Coverage naming a payer not configured here: answer as the default payer, or 400"
+    )
+    payers: tuple[Payer, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> "PayerConfig":
+        ids = [p.id for p in self.payers]
+        if len(set(ids)) != len(ids):
+            raise ValueError("payer ids must be unique")
+        if self.default_payer not in ids:
+            raise ValueError(f"default_payer '{self.default_payer}' is not one of the payers")
+        return self
+
+    def get(self, payer_id: str) -> Payer:
+        return next(p for p in self.payers if p.id == payer_id)
+
+
+@dataclass(frozen=True)
+class PayerMatch:
+    """The payer an order is evaluated for, and the Coverage that named it (if any)."""
+
+    payer: Payer
+    coverage: dict | None
+    #: How the payer was found: "coverage", "no-coverage" (default used) or "unknown-payer" (default used).
+    basis: str
+
+    @property
+    def coverage_reference(self) -> str | None:
+        if self.coverage and isinstance(self.coverage.get("id"), str):
+            return f"Coverage/{self.coverage['id']}"
+        return None
+
+
+class UnknownPayerError(Exception):
+    """The Coverage names a payer this service does not handle (CRD hook-13: answer 400)."""
+
+
+def identify_payer(config: PayerConfig, record: PatientRecord) -> PayerMatch:
+    """Find the payer from the record's primary Coverage (payor identifier, Organization, or display)."""
+    coverages = record.coverages()
+    if not coverages:
+        return PayerMatch(config.get(config.default_payer), None, "no-coverage")
+    coverage = coverages[0]
+    for reference in coverage.get("payor") or ():
+        if not isinstance(reference, dict):
+            continue
+        payer = _match(config, reference, record.resolve(reference, coverage))
+        if payer is not None:
+            return PayerMatch(payer, coverage, "coverage")
+    if config.unknown_payer == "reject":
+        raise UnknownPayerError("the Coverage's payor is not a payer this service handles")
+    return PayerMatch(config.get(config.default_payer), coverage, "unknown-payer")
+
+
+def _match(config: PayerConfig, reference: dict, organization: dict | None) -> Payer | None:
+    identifiers = []
+    if isinstance(reference.get("identifier"), dict):
+        identifiers.append(reference["identifier"])
+    names = [reference.get("display")]
+    if organization is not None:
+        identifiers += [i for i in organization.get("identifier") or () if isinstance(i, dict)]
+        names += [organization.get("name")] + list(organization.get("alias") or ())
+    wanted = {(i.get("system"), i.get("value")) for i in identifiers}
+    spelled = {n.strip().casefold() for n in names if isinstance(n, str) and n.strip()}
+    for payer in config.payers:
+        if any((i.system, i.value) in wanted for i in payer.identifiers):
+            return payer
+        if spelled & {n.casefold() for n in (payer.name, *payer.aliases)}:
+            return payer
+    return None

@@ -1,0 +1,557 @@
+"""The policy file format: provenance, rules per billing code, and a tree of criteria.
+
+A criterion is either a composite (``all_of``, ``any_of``, ``not``, ``at_least``,
+``when``/``then``, ``per_level``, ``ref``) or a leaf carrying exactly one
+predicate from the closed vocabulary in :data:`PREDICATES`. Anything else in a
+policy file is a load error that names the file and line (see ``loader``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Annotated
+from typing import Any
+from typing import Literal
+from typing import Union
+
+from pydantic import BaseModel
+from pydantic import BeforeValidator
+from pydantic import ConfigDict
+from pydantic import Discriminator
+from pydantic import Field
+from pydantic import Tag
+from pydantic import field_validator
+from pydantic import model_validator
+
+from ..codes import CPT
+from ..codes import HCPCS
+from ..codes import CodeSet
+from ..codes import compile_codes
+from .fhirpath import CompiledFhirPath
+from .fhirpath import compile_fhirpath
+from .timing import Duration
+from .units import known_unit
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
+
+
+def _codes(value: Any) -> CodeSet:
+    if isinstance(value, CodeSet):
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ValueError("codes must be a mapping like {icd10cm: [M54.16], snomed: ['33396006']}")
+    spec = {}
+    for key, codes in value.items():
+        if isinstance(codes, (str, int)):
+            codes = [codes]
+        if not isinstance(codes, list) or not codes:
+            raise ValueError(f"codes for '{key}' must be a non-empty list")
+        spec[str(key)] = [str(c) for c in codes]
+    return compile_codes(spec)
+
+
+def _duration(value: Any) -> Duration:
+    return value if isinstance(value, Duration) else Duration.parse(str(value))
+
+
+Codes = Annotated[CodeSet, BeforeValidator(_codes)]
+Period = Annotated[Duration, BeforeValidator(_duration)]
+
+_COMPARISON = re.compile(r"^\s*(>=|<=|>|<|=)\s*(-?\d+(?:\.\d+)?)\s*(\S.*)?$")
+
+
+class Comparison(BaseModel):
+    """A threshold such as ``>= 500 ms``; the unit is UCUM."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    op: Literal[">", ">=", "<", "<=", "="]
+    value: Decimal
+    unit: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            match = _COMPARISON.match(data)
+            if not match:
+                raise ValueError(f"'{data}' is not a comparison like '>= 500 ms' or '> 80 %'")
+            return {"op": match.group(1), "value": match.group(2), "unit": (match.group(3) or "1").strip()}
+        return data
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, unit: str) -> str:
+        if not known_unit(unit):
+            raise ValueError(f"unit '{unit}' is not a supported UCUM unit")
+        return unit
+
+    def holds(self, value: Decimal) -> bool:
+        return {
+            ">": value > self.value,
+            ">=": value >= self.value,
+            "<": value < self.value,
+            "<=": value <= self.value,
+            "=": value == self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value} {self.unit}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --- predicates: the closed vocabulary -------------------------------------------------
+
+
+class AgePredicate(_Strict):
+    """Patient age in completed years on the order date."""
+
+    min: int | None = None
+    max: int | None = None
+
+
+class ConditionPredicate(_Strict):
+    """A Condition with one of the codes (or words in its text), clinically active and not refuted.
+
+    The order's own reason codes count as a stated diagnosis unless severity,
+    body site or level must be checked (a reason code carries none of them).
+    ``text`` is for syndromes with no code of their own (nutcracker, May-Thurner).
+    """
+
+    codes: Codes | None = None
+    text: tuple[str, ...] = ()
+    severity: Codes | None = None
+    body_site: Codes | None = None
+    at_level: bool = False
+
+    @model_validator(mode="after")
+    def _needs_something(self) -> "ConditionPredicate":
+        if self.codes is None and not self.text:
+            raise ValueError("condition needs codes or text")
+        return self
+
+
+class ObservationPredicate(_Strict):
+    """The latest matching Observation in the window, optionally with a value test."""
+
+    codes: Codes
+    within: Period | None = None
+    value: Comparison | None = None
+    value_in: Codes | None = None
+    value_not_in: Codes | None = None
+    value_boolean: bool | None = None
+    body_site: Codes | None = None
+    at_level: bool = False
+
+    @model_validator(mode="after")
+    def _one_value_test(self) -> "ObservationPredicate":
+        tests = [self.value is not None, self.value_in is not None or self.value_not_in is not None,
+                 self.value_boolean is not None]
+        if sum(tests) > 1:
+            raise ValueError("use only one of value, value_in/value_not_in, value_boolean")
+        return self
+
+
+class ProcedurePredicate(_Strict):
+    """Completed Procedures with one of the codes: how many, how recent, over what span."""
+
+    codes: Codes
+    within: Period | None = None
+    min_count: int = Field(1, ge=1)
+    min_span: Period | None = None
+    at_level: bool = False
+
+
+class ReportPredicate(_Strict):
+    """A DiagnosticReport or DocumentReference of one of the types, optionally with a coded conclusion."""
+
+    codes: Codes
+    within: Period | None = None
+    conclusion: Codes | None = None
+
+
+class AllergyPredicate(_Strict):
+    """An AllergyIntolerance to a substance, by code or by words in its text (e.g. nitinol)."""
+
+    codes: Codes | None = None
+    text: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _needs_something(self) -> "AllergyPredicate":
+        if self.codes is None and not self.text:
+            raise ValueError("allergy needs codes or text")
+        return self
+
+
+class DevicePredicate(_Strict):
+    """A DeviceRequest or DeviceUseStatement for one of the devices, used for a minimum duration."""
+
+    codes: Codes
+    min_duration: Period | None = None
+    within: Period | None = None
+
+
+class MedicationPredicate(_Strict):
+    """A MedicationRequest or MedicationStatement for one of the drugs, for a minimum duration."""
+
+    codes: Codes
+    min_duration: Period | None = None
+    within: Period | None = None
+
+
+class QuestionnairePredicate(_Strict):
+    """An answer in a completed QuestionnaireResponse to a (third-party) questionnaire."""
+
+    questionnaire: str
+    link_id: str
+    answer: bool = True
+
+
+class OrderPredicate(_Strict):
+    """Another order with one of the codes is in the same request (ordered together)."""
+
+    codes: Codes
+
+
+class OrderReasonPredicate(_Strict):
+    """The order's own reasonCode / reasonReference carries one of the codes."""
+
+    codes: Codes
+
+
+class FhirPathPredicate(_Strict):
+    """Escape hatch: a FHIRPath boolean over the record (a Bundle); ``%order`` is the order.
+
+    true = met, false = not met, empty = undocumented.
+    """
+
+    expression: CompiledFhirPath
+
+    @field_validator("expression", mode="before")
+    @classmethod
+    def _compile(cls, value: Any) -> CompiledFhirPath:
+        return compile_fhirpath(str(value))
+
+
+#: The closed vocabulary: predicate key in a policy file -> its model.
+PREDICATES: dict[str, type[_Strict]] = {
+    "age": AgePredicate,
+    "condition": ConditionPredicate,
+    "observation": ObservationPredicate,
+    "procedure": ProcedurePredicate,
+    "report": ReportPredicate,
+    "allergy": AllergyPredicate,
+    "device": DevicePredicate,
+    "medication": MedicationPredicate,
+    "questionnaire": QuestionnairePredicate,
+    "order": OrderPredicate,
+    "order_reason": OrderReasonPredicate,
+    "fhirpath": FhirPathPredicate,
+}
+
+#: FHIR resource types each predicate reads (drives which evidence is fetched).
+PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
+    AgePredicate: ("Patient",),
+    ConditionPredicate: ("Condition",),
+    ObservationPredicate: ("Observation",),
+    ProcedurePredicate: ("Procedure",),
+    ReportPredicate: ("DiagnosticReport", "DocumentReference"),
+    AllergyPredicate: ("AllergyIntolerance",),
+    DevicePredicate: ("DeviceRequest", "DeviceUseStatement", "Device"),
+    MedicationPredicate: ("MedicationRequest", "MedicationStatement"),
+    QuestionnairePredicate: ("QuestionnaireResponse",),
+    OrderPredicate: (),
+    OrderReasonPredicate: ("Condition",),
+    FhirPathPredicate: (
+        "Condition", "Observation", "Procedure", "DiagnosticReport", "DocumentReference",
+        "AllergyIntolerance", "MedicationRequest", "DeviceRequest", "DeviceUseStatement",
+    ),
+}
+
+
+# --- criteria tree ---------------------------------------------------------------------
+
+
+class Citation(_Strict):
+    """Where a criterion comes from: the section of the source and the sentence itself."""
+
+    section: str
+    quote: str
+
+
+class Suggestion(_Strict):
+    """An order the card can offer to create when this criterion is open (CRD additional orders)."""
+
+    label: str
+    code: str
+    system: Literal["cpt", "hcpcs"] = "cpt"
+    display: str
+    when: Literal["undocumented", "not-met", "open"] = "undocumented"
+
+    @property
+    def system_uri(self) -> str:
+        return CPT if self.system == "cpt" else HCPCS
+
+
+class Node(_Strict):
+    """Fields shared by every criterion node."""
+
+    id: str | None = None
+    text: str | None = None
+    cite: Citation | None = None
+    documentation: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _ID.match(value):
+            raise ValueError(f"id '{value}' must be lower-case letters, digits and hyphens")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\n" in value.strip() or len(value) > 200):
+            raise ValueError("text must be one line of at most 200 characters")
+        return value
+
+    def children(self) -> tuple["Criterion", ...]:
+        return ()
+
+
+class Leaf(Node):
+    """A single checkable statement, evaluated by one predicate."""
+
+    id: str
+    text: str
+    cite: Citation
+    documentation: str
+    predicate: Any = Field(exclude=True)
+    predicate_key: str
+    absent: Literal["undocumented", "not-met"] = "undocumented"
+    ask: bool = True
+    suggest: Suggestion | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_predicate(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("a criterion must be a mapping")
+        common = set(cls.model_fields) - {"predicate", "predicate_key"}
+        extra = [k for k in data if k not in common]
+        known = [k for k in extra if k in PREDICATES]
+        unknown = [k for k in extra if k not in PREDICATES]
+        if unknown:
+            raise ValueError(
+                f"unknown predicate or field '{unknown[0]}' (predicates: {', '.join(PREDICATES)}; "
+                f"composites: {', '.join(COMPOSITE_KEYS)})"
+            )
+        if len(known) != 1:
+            raise ValueError(f"a criterion needs exactly one predicate, found {len(known) or 'none'}")
+        key = known[0]
+        fields = {k: v for k, v in data.items() if k != key}
+        payload = data[key]
+        if payload is None:
+            payload = {}
+        return {**fields, "predicate_key": key, "predicate": PREDICATES[key].model_validate(payload)}
+
+    @property
+    def at_level(self) -> bool:
+        return bool(getattr(self.predicate, "at_level", False))
+
+
+class AllOf(Node):
+    all_of: tuple["Criterion", ...] = Field(min_length=1)
+
+    def children(self) -> tuple["Criterion", ...]:
+        return self.all_of
+
+
+class AnyOf(Node):
+    text: str
+    any_of: tuple["Criterion", ...] = Field(min_length=1)
+
+    def children(self) -> tuple["Criterion", ...]:
+        return self.any_of
+
+
+class AtLeast(Node):
+    text: str
+    at_least: int = Field(ge=1)
+    of: tuple["Criterion", ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "AtLeast":
+        if self.at_least > len(self.of):
+            raise ValueError(f"at_least {self.at_least} of only {len(self.of)} criteria can never be met")
+        return self
+
+    def children(self) -> tuple["Criterion", ...]:
+        return self.of
+
+
+class Not(Node):
+    id: str
+    text: str
+    cite: Citation
+    documentation: str
+    not_: "Criterion" = Field(alias="not")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def children(self) -> tuple["Criterion", ...]:
+        return (self.not_,)
+
+
+class When(Node):
+    """Implication: the ``then`` criteria only apply when the ``when`` criterion is met."""
+
+    when: "Criterion"
+    then: "Criterion"
+
+    def children(self) -> tuple["Criterion", ...]:
+        return (self.when, self.then)
+
+
+class PerLevel(Node):
+    """Evaluate the criteria once per spinal level named on the order; every level must pass."""
+
+    id: str
+    text: str
+    cite: Citation
+    documentation: str
+    per_level: "Criterion"
+
+    def children(self) -> tuple["Criterion", ...]:
+        return (self.per_level,)
+
+
+class Ref(Node):
+    """Use a named criterion from the policy's ``definitions``."""
+
+    ref: str
+
+
+COMPOSITE_KEYS = ("all_of", "any_of", "not", "at_least", "when", "per_level", "ref")
+
+
+def _node_kind(value: Any) -> str:
+    if isinstance(value, Node):
+        return _TAGS[type(value)]
+    if isinstance(value, dict):
+        for key in COMPOSITE_KEYS:
+            if key in value:
+                return key
+    return "leaf"
+
+
+Criterion = Annotated[
+    Union[
+        Annotated[AllOf, Tag("all_of")],
+        Annotated[AnyOf, Tag("any_of")],
+        Annotated[Not, Tag("not")],
+        Annotated[AtLeast, Tag("at_least")],
+        Annotated[When, Tag("when")],
+        Annotated[PerLevel, Tag("per_level")],
+        Annotated[Ref, Tag("ref")],
+        Annotated[Leaf, Tag("leaf")],
+    ],
+    Discriminator(_node_kind),
+]
+_TAGS: dict[type[Node], str] = {
+    AllOf: "all_of", AnyOf: "any_of", Not: "not", AtLeast: "at_least",
+    When: "when", PerLevel: "per_level", Ref: "ref", Leaf: "leaf",
+}
+
+for _model in (AllOf, AnyOf, Not, AtLeast, When, PerLevel):
+    _model.model_rebuild()
+
+
+# --- rules and policy ------------------------------------------------------------------
+
+
+class Determination(_Strict):
+    """A fixed answer for a code, e.g. "incidental to the other procedures, never separately necessary"."""
+
+    id: str
+    text: str
+    cite: Citation
+
+
+class Rule(_Strict):
+    """The criteria that apply to a group of billing codes.
+
+    ``applies_when`` narrows the rule's scope (e.g. intracranial stenting only when
+    done for idiopathic intracranial hypertension); outside it no policy applies.
+    """
+
+    id: str
+    title: str
+    codes: Codes
+    applies_when: Criterion | None = None
+    criteria: Criterion | None = None
+    exclusions: tuple[Criterion, ...] = ()
+    not_medically_necessary: Determination | None = None
+
+    @model_validator(mode="after")
+    def _has_answer(self) -> "Rule":
+        if (self.criteria is None) == (self.not_medically_necessary is None):
+            raise ValueError("a rule needs either criteria or a not_medically_necessary determination")
+        if not self.codes.systems() <= {CPT, HCPCS}:
+            raise ValueError("rule codes must be CPT or HCPCS")
+        return self
+
+
+class Provenance(_Strict):
+    """Which document a policy encodes, and which edition of it."""
+
+    publisher: str
+    document: str
+    number: str | None = None
+    version: str
+    effective: date | None = None
+    last_review: date | None = None
+    url: str | None = None
+    source_file: str
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("url must be absolute (http or https)")
+        return value
+
+
+class Policy(_Strict):
+    """One payer policy (guideline) as data."""
+
+    id: str
+    title: str
+    revision: int = Field(1, ge=1, description="Revision of this encoding of the document")
+    provenance: Provenance
+    payers: tuple[str, ...] = Field(min_length=1)
+    summary: str
+    notes: str | None = None
+    definitions: dict[str, Criterion] = {}
+    exclusions: tuple[Criterion, ...] = ()
+    rules: tuple[Rule, ...] = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"id '{value}' must be lower-case letters, digits and hyphens")
+        return value
+
+    @property
+    def version(self) -> str:
+        """Version stamp for assertions and the DTR Questionnaire: source edition + encoding revision."""
+        return f"{self.provenance.version}-r{self.revision}"
+
+    def rule_for(self, system: str | None, code: str | None) -> Rule | None:
+        return next((rule for rule in self.rules if rule.codes.contains(system, code)), None)

@@ -1,0 +1,1 @@
+"""Bundled demo patients and example hook requests (data only)."""
