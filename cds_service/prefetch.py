@@ -102,3 +102,29 @@ def _tokens(sets: list[CodeSet]) -> list[str]:
 def templates_by_key(templates: Iterable[PrefetchTemplate]) -> dict[str, str]:
     """The discovery ``prefetch`` object."""
     return {t.key: t.query for t in templates}
+
+
+def answer_prefetch(templates: Iterable[PrefetchTemplate], resources: list[dict]) -> dict:
+    """What a client would prefetch for these templates from a chart: every key answered.
+
+    Used to build example requests (fhir_fixtures/, the benchmark, tests); searches become
+    searchset Bundles (empty when nothing matches), the patient read the Patient itself.
+    """
+    prefetch: dict = {}
+    for template in templates:
+        matches = [r for r in resources if r.get("resourceType") in template.resource_types]
+        if "?" not in template.query:
+            prefetch[template.key] = matches[0] if matches else None
+            continue
+        primary = template.resource_types[0]
+        prefetch[template.key] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": sum(1 for r in matches if r["resourceType"] == primary),
+            "entry": [
+                {"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r.get('id')}", "resource": r,
+                 "search": {"mode": "match" if r["resourceType"] == primary else "include"}}
+                for r in matches
+            ],
+        }
+    return prefetch

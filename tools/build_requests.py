@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cds_service.catalog import Catalog
 from cds_service.catalog import bundled_policy_dir
+from cds_service.prefetch import answer_prefetch
 from cds_service.prefetch import build_templates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,22 +32,7 @@ def build_request(name: str, bundle: dict, templates) -> dict:
     chart = [r for r in resources if r not in drafts]
     patient = next(r for r in chart if r["resourceType"] == "Patient")
     practitioner = next((r for r in chart if r["resourceType"] == "Practitioner"), None)
-    prefetch = {}
-    for template in templates:
-        matches = [r for r in chart if r["resourceType"] in template.resource_types]
-        if template.key == "patient":
-            prefetch["patient"] = patient
-            continue
-        prefetch[template.key] = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len([r for r in matches if r["resourceType"] == template.resource_types[0]]),
-            "entry": [
-                {"fullUrl": f"http://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r,
-                 "search": {"mode": "match" if r["resourceType"] == template.resource_types[0] else "include"}}
-                for r in matches
-            ],
-        }
+    prefetch = answer_prefetch(templates, [patient] + [r for r in chart if r is not patient])
     context = {
         "userId": f"Practitioner/{practitioner['id']}" if practitioner else "Practitioner/example",
         "patientId": patient["id"],

@@ -82,6 +82,7 @@ class Finding:
     condition: str | None = None
     condition_met: bool = False
     suggestion: Suggestion | None = None
+    safety: bool = False
 
     def walk(self) -> Iterable["Finding"]:
         yield self
@@ -226,6 +227,7 @@ def _finding(result: NodeResult, **overrides) -> Finding:
         level=result.level,
         evidence=result.evidence,
         suggestion=_suggestion(result),
+        safety=node.safety,
     )
     return Finding(**(fields | overrides))
 
@@ -337,7 +339,7 @@ def evaluate_order(policy: Policy, rule: Rule, order: Order, record: PatientReco
     gaps = tuple(sorted(resource_types(policy, rule) & record.unavailable))
     evaluator = _Evaluator(policy, Context(record, order, as_of))
     if rule.applies_when is not None and evaluator.evaluate(rule.applies_when).status is not Status.MET:
-        return no_policy(order, today)
+        return no_policy(order, today, record.unavailable)
     if rule.not_medically_necessary is not None:
         determination = rule.not_medically_necessary
         finding = Finding(id=determination.id, text=determination.text, cite=determination.cite)
@@ -361,5 +363,7 @@ def evaluate_order(policy: Policy, rule: Rule, order: Order, record: PatientReco
     )
 
 
-def no_policy(order: Order, today: date) -> OrderEvaluation:
-    return OrderEvaluation(order, Outcome.NO_POLICY, order.authored_on or today)
+def no_policy(order: Order, today: date, unavailable: frozenset[str] = frozenset()) -> OrderEvaluation:
+    """No policy applies; if the Coverage could not be retrieved, even that is not known."""
+    gaps = tuple(sorted({"Coverage"} & unavailable))
+    return OrderEvaluation(order, Outcome.NO_POLICY, order.authored_on or today, evidence_gaps=gaps)

@@ -136,8 +136,8 @@ def rule_roots(policy: Policy, rule: Rule) -> list[Node]:
 
 
 def resource_types(policy: Policy, rule: Rule) -> frozenset[str]:
-    """FHIR resource types the rule's predicates read (the evidence hydration must gather)."""
-    types: set[str] = {"Patient", "QuestionnaireResponse"}
+    """FHIR resource types the rule's predicates read, plus the Coverage that names the payer."""
+    types: set[str] = {"Patient", "Coverage", "QuestionnaireResponse"}
     for root in rule_roots(policy, rule):
         for node in walk(root, policy):
             if isinstance(node, Leaf):

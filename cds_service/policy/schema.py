@@ -305,6 +305,8 @@ class Node(_Strict):
     text: str | None = None
     cite: Citation | None = None
     documentation: str | None = None
+    #: On an exclusion: a patient-safety contraindication (the card becomes critical, not a warning).
+    safety: bool = False
 
     @field_validator("id")
     @classmethod

@@ -1,0 +1,324 @@
+"""CDS cards rendered purely from the evaluations: what is missing, what fails, and why.
+
+One coverage card per (policy, outcome) group of orders — each missing piece
+of documentation and each failed criterion with the guideline sentence behind
+it — plus, where they apply, a guideline (external reference) card, an
+additional-orders card and a documentation-form card. Every card has a uuid,
+a CRD ``source.topic``, the payer as ``source.label`` and the orders it is
+about in ``davinci-crd.associated-resource``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import Iterable
+
+from ..payers import PayerMatch
+from ..policy.engine import Finding
+from ..policy.engine import OrderEvaluation
+from ..policy.engine import Outcome
+from ..policy.engine import questionnaire_url
+from ..policy.schema import Policy
+from .options import TOPICS
+from .options import CrdOptions
+
+SUMMARY_LIMIT = 139  # CDS Hooks: "<140 characters"; Inferno rejects 140
+OVERRIDE_SYSTEM = "http://example.org/fhir/cds-prior-auth/CodeSystem/override-reason"
+OVERRIDE_REASONS = [
+    {"system": OVERRIDE_SYSTEM, "code": "documented-elsewhere", "display": "Documentation exists outside the EHR record"},
+    {"system": OVERRIDE_SYSTEM, "code": "will-document", "display": "Will add the documentation before submission"},
+    {"system": OVERRIDE_SYSTEM, "code": "clinical-judgment", "display": "Proceeding on clinical judgment"},
+    {"system": OVERRIDE_SYSTEM, "code": "urgent", "display": "Urgent or emergent procedure"},
+]
+
+
+@dataclass(frozen=True)
+class CardContext:
+    hook: str
+    payer: PayerMatch
+    options: CrdOptions
+    today: date
+    patient_id: str
+    policy_links: dict[str, str]  # policy id -> absolute guideline URL
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _codes_label(evaluations: Iterable[OrderEvaluation]) -> str:
+    by_system: dict[str, list[str]] = {}
+    for evaluation in evaluations:
+        label = evaluation.order.code_label
+        system, _, code = label.partition(" ")
+        if code and code not in by_system.setdefault(system, []):
+            by_system[system].append(code)
+        elif not code:
+            by_system.setdefault(label, [])
+    return "; ".join(f"{system} {', '.join(codes)}".strip() for system, codes in by_system.items())
+
+
+def _fit(summary: str) -> str:
+    return summary if len(summary) <= SUMMARY_LIMIT else summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
+
+
+def _summary(prefix: str, rest: str) -> str:
+    """Keep the outcome text whole; shorten the code list first."""
+    room = SUMMARY_LIMIT - len(rest)
+    if len(prefix) > room:
+        prefix = prefix[: max(room - 1, 10)].rstrip(" ,;") + "…"
+    return _fit(prefix + rest)
+
+
+def _associated(evaluations: Iterable[OrderEvaluation]) -> dict:
+    refs = [{"reference": e.order.reference} for e in evaluations if e.order.id]
+    return {"davinci-crd.associated-resource": refs} if refs else {}
+
+
+def _card(summary: str, indicator: str, topic: str, ctx: CardContext, evaluations: list[OrderEvaluation],
+          detail: str | None = None, url: str | None = None, **fields) -> dict:
+    card = {
+        "uuid": str(uuid.uuid4()),
+        "summary": _fit(summary),
+        "indicator": indicator,
+        "detail": detail,
+        "source": {"label": ctx.payer.payer.name, "url": url, "topic": TOPICS[topic]},
+        "extension": _associated(evaluations),
+    }
+    card.update(fields)
+    return card
+
+
+def _quote(finding: Finding) -> str:
+    if finding.cite is None:
+        return ""
+    return f'  \n  _Guideline ({finding.cite.section}): "{finding.cite.quote}"_'
+
+
+def _where(finding: Finding) -> str:
+    return f" at {finding.level}" if finding.level else ""
+
+
+def _condition(finding: Finding) -> str:
+    if not finding.condition:
+        return ""
+    return f" — required because: {finding.condition}" if finding.condition_met else \
+        f" — required if: {finding.condition}"
+
+
+def _missing_lines(findings: Iterable[Finding]) -> list[str]:
+    lines = []
+    for number, finding in enumerate(findings, 1):
+        what = f"{number}. **{finding.text}**{_where(finding)}{_condition(finding)}"
+        if finding.documentation:
+            what += f": {finding.documentation}"
+        if finding.reason:
+            what += f" _(on record: {finding.reason})_"
+        lines.append(what + _quote(finding))
+        if finding.alternatives:
+            lines.append("   Any one of:")
+            lines += [f"   - {alt.text}{_where(alt)}" + (f": {alt.documentation}" if alt.documentation else "")
+                      for alt in finding.alternatives]
+    return lines
+
+
+def _failed_lines(findings: Iterable[Finding]) -> list[str]:
+    lines = []
+    for finding in findings:
+        what = f"- **{finding.text}**{_where(finding)}{_condition(finding)}"
+        if finding.reason:
+            what += f": {finding.reason}"
+        if finding.evidence:
+            what += f" (evidence: {', '.join(finding.evidence)})"
+        lines.append(what + _quote(finding))
+        lines += [f"  - {alt.text}{_where(alt)}" + (f": {alt.reason}" if alt.reason else "")
+                  for alt in finding.alternatives]
+    return lines
+
+
+def _met_lines(findings: Iterable[Finding]) -> list[str]:
+    return [f"- {f.text}{_where(f)}" + (f" ({', '.join(f.evidence)})" if f.evidence else "") for f in findings]
+
+
+def _provenance(policy: Policy) -> str:
+    source = policy.provenance
+    edition = " ".join(p for p in (source.number, f"version {source.version}") if p)
+    dates = f", effective {source.effective.isoformat()}" if source.effective else ""
+    return f"_{source.publisher}: {source.document} ({edition}{dates}); encoding {policy.version}._"
+
+
+def _order_heading(evaluations: list[OrderEvaluation]) -> str:
+    names = []
+    for evaluation in evaluations:
+        order = evaluation.order
+        levels = f" ({', '.join(level.label for level in order.levels)})" if order.levels else ""
+        names.append(f"{order.display}{levels}")
+    return "; ".join(names)
+
+
+def _sections(evaluations: list[OrderEvaluation]) -> list[list[OrderEvaluation]]:
+    """Orders with the same rule and the same findings share one section of the detail."""
+    sections: dict[tuple, list[OrderEvaluation]] = {}
+    for evaluation in evaluations:
+        key = (evaluation.rule.id if evaluation.rule else None, evaluation.missing, evaluation.failed,
+               evaluation.order.levels)
+        sections.setdefault(key, []).append(evaluation)
+    return list(sections.values())
+
+
+# --- cards ---------------------------------------------------------------------------
+
+
+_OUTCOME_TEXT = {
+    Outcome.DOCUMENTATION_NEEDED: "The record does not yet show everything the guideline requires. Document the "
+                                  "items below (or answer the payer's documentation form) before requesting prior "
+                                  "authorization.",
+    Outcome.NOT_MEDICALLY_NECESSARY: "The record shows that the guideline's criteria are not met for these orders.",
+    Outcome.MEETS_CRITERIA: "The documented record meets the guideline's criteria.",
+}
+
+
+def _coverage_card(policy: Policy, outcome: Outcome, evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    payer = ctx.payer.payer.name
+    codes = _codes_label(evaluations)
+    missing = sum(len(e.missing) for e in _sections_first(evaluations))
+    if outcome is Outcome.DOCUMENTATION_NEEDED:
+        rest = f": {missing} documentation item{'s' if missing != 1 else ''} needed for {payer} criteria"
+        indicator = "warning"
+    elif outcome is Outcome.NOT_MEDICALLY_NECESSARY:
+        rest = f": does not meet {payer} medical-necessity criteria"
+        indicator = "critical" if any(f.safety for e in evaluations for f in e.failed) else "warning"
+    else:
+        pa = ctx.payer.payer.prior_auth
+        rest = f": meets {payer} criteria" + ("; prior authorization required" if pa == "auth-needed" else "")
+        indicator = "info"
+    lines = [f"**{policy.title}** — {_order_heading(evaluations)}", "", _OUTCOME_TEXT[outcome]]
+    if ctx.payer.basis != "coverage":
+        lines += ["", f"_No recognised active Coverage on the request: answered for {payer}._"]
+    multiple = len(_sections(evaluations)) > 1
+    for section in _sections(evaluations):
+        first = section[0]
+        if multiple:
+            lines += ["", f"#### {_codes_label(section)} — {_order_heading(section)}"]
+        if first.failed:
+            lines += ["", "**Criteria not met**", *_failed_lines(first.failed)]
+        if first.missing:
+            lines += ["", "**Documentation still needed**", *_missing_lines(first.missing)]
+        if first.met and outcome is not Outcome.NOT_MEDICALLY_NECESSARY:
+            lines += ["", "**Already documented**", *_met_lines(first.met)]
+    lines += ["", _provenance(policy)]
+    return _card(_summary(codes, rest), indicator, "coverage-info", ctx, evaluations, "\n".join(lines),
+                 url=ctx.policy_links.get(policy.id), overrideReasons=OVERRIDE_REASONS)
+
+
+def _sections_first(evaluations: list[OrderEvaluation]) -> list[OrderEvaluation]:
+    return [section[0] for section in _sections(evaluations)]
+
+
+def _gap_card(evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    types = sorted({t for e in evaluations for t in e.evidence_gaps})
+    codes = _codes_label(evaluations)
+    detail = (f"The EHR's FHIR server did not return {', '.join(types)} in time or without error, so the "
+              f"guideline could not be fully checked for {codes}. Coverage is reported as undetermined; "
+              "retry, or complete the documentation form.")
+    return _card(_summary(codes, ": coverage not determined, EHR data could not be retrieved"), "warning",
+                 "coverage-info", ctx, evaluations, detail)
+
+
+def _guideline_card(policy: Policy, evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    url = ctx.policy_links[policy.id]
+    links = [{"label": f"{policy.provenance.document}", "url": url, "type": "absolute"}]
+    detail = f"{policy.summary}\n\n{_provenance(policy)}"
+    return _card(f"{ctx.payer.payer.name} guideline: {policy.title}", "info", "guideline", ctx, evaluations,
+                 detail, url=url, links=links)
+
+
+def _orders_card(policy: Policy, evaluations: list[OrderEvaluation], ctx: CardContext,
+                 drafted: set[tuple[str, str]]) -> dict | None:
+    wanted = []
+    for evaluation in evaluations:
+        for suggestion in evaluation.suggestions:
+            if (suggestion.system_uri, suggestion.code) not in drafted and suggestion not in wanted:
+                wanted.append(suggestion)
+    if not wanted:
+        return None
+    order = evaluations[0].order.resource
+    suggestions = []
+    for s in wanted:
+        resource = {
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "order",
+            "code": {"coding": [{"system": s.system_uri, "code": s.code, "display": s.display}], "text": s.display},
+            "subject": {"reference": f"Patient/{ctx.patient_id}"},
+            "authoredOn": ctx.today.isoformat(),
+            "requester": order.get("requester"),
+            "insurance": order.get("insurance"),
+        }
+        suggestions.append({"label": s.label, "uuid": str(uuid.uuid4()), "isRecommended": True,
+                            "actions": [{"type": "create", "description": s.label, "resource": resource}]})
+    summary = wanted[0].label if len(wanted) == 1 else f"{len(wanted)} orders the {policy.title} guideline requires"
+    detail = "\n".join(f"- **{s.label}** ({s.display})" for s in wanted)
+    return _card(summary, "info", "therapy-alternatives-req", ctx, evaluations, detail,
+                 url=ctx.policy_links.get(policy.id), suggestions=suggestions, selectionBehavior="any")
+
+
+def _form_card(policy: Policy, evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    canonical = f"{questionnaire_url(policy)}|{policy.version}"
+    task = {
+        "resourceType": "Task",
+        "status": "ready",
+        "intent": "order",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/uv/sdc/CodeSystem/temp", "code": "complete-questionnaire"}]},
+        "description": f"Complete the {policy.title} documentation form",
+        "for": {"reference": f"Patient/{ctx.patient_id}"},
+        "basedOn": [{"reference": e.order.reference} for e in evaluations if e.order.id],
+        "authoredOn": ctx.today.isoformat(),
+        "input": [{"type": {"text": "questionnaire"}, "valueCanonical": canonical}],
+    }
+    label = f"Add 'Complete the {policy.title} documentation form' to the task list"
+    suggestion = {"label": label, "uuid": str(uuid.uuid4()),
+                  "actions": [{"type": "create", "description": label, "resource": task}]}
+    return _card(f"Complete the {ctx.payer.payer.name} documentation form for {_codes_label(evaluations)}", "info",
+                 "coverage-info", ctx, evaluations, f"Questionnaire: {canonical}",
+                 suggestions=[suggestion], selectionBehavior="at-most-one")
+
+
+# Cards past max-cards are dropped from the end of this order of importance.
+_PRIORITY = ("critical", "not-medically-necessary", "gap", "documentation-needed", "orders", "meets-criteria",
+             "form", "guideline")
+
+
+def render_cards(evaluations: list[OrderEvaluation], ctx: CardContext) -> list[dict]:
+    """All cards for the evaluated orders, most important first, honouring the CRD configuration."""
+    ranked: list[tuple[str, dict]] = []
+    groups: dict[tuple[str, Outcome], list[OrderEvaluation]] = {}
+    policies: dict[str, tuple[Policy, list[OrderEvaluation]]] = {}
+    drafted = {(system, code) for e in evaluations for system, code, _ in e.order.codings}
+    for evaluation in evaluations:
+        if evaluation.policy is None or evaluation.outcome is Outcome.NO_POLICY:
+            continue
+        groups.setdefault((evaluation.policy.id, evaluation.outcome), []).append(evaluation)
+        policies.setdefault(evaluation.policy.id, (evaluation.policy, []))[1].append(evaluation)
+    options = ctx.options
+    if options.enabled("coverage-info"):
+        for (policy_id, outcome), members in groups.items():
+            card = _coverage_card(policies[policy_id][0], outcome, members, ctx)
+            ranked.append(("critical" if card["indicator"] == "critical" else outcome.value, card))
+        gaps = [e for e in evaluations if e.evidence_gaps and e.outcome is not Outcome.NOT_MEDICALLY_NECESSARY]
+        if gaps:
+            ranked.append(("gap", _gap_card(gaps, ctx)))
+    for policy, members in policies.values():
+        open_orders = [e for e in members if e.outcome in (Outcome.DOCUMENTATION_NEEDED, Outcome.NOT_MEDICALLY_NECESSARY)]
+        if options.enabled("therapy-alternatives-req") and open_orders:
+            card = _orders_card(policy, open_orders, ctx, drafted)
+            if card:
+                ranked.append(("orders", card))
+        undocumented = [e for e in members if e.outcome is Outcome.DOCUMENTATION_NEEDED]
+        if options.enabled("request-form-completion") and undocumented and ctx.hook == "order-sign":
+            ranked.append(("form", _form_card(policy, undocumented, ctx)))
+        if options.enabled("guideline"):
+            ranked.append(("guideline", _guideline_card(policy, members, ctx)))
+    ranked.sort(key=lambda item: _PRIORITY.index(item[0]))
+    return [card for _, card in ranked[: options.max_cards]]

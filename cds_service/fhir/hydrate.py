@@ -1,0 +1,135 @@
+"""Gather the evidence for one hook call: the prefetch, plus whatever is missing from the EHR.
+
+CDS Hooks semantics: a template key that is absent (or holds an
+OperationOutcome) was not satisfied and is fetched; a key present as null or
+an empty Bundle means "no data" and is not. All missing keys are fetched
+concurrently, each following its ``next`` links, under one deadline. A query
+that fails leaves its resource types *unavailable*: the engine then treats
+their absence as unknown, and no order is reported as covered because of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Executor
+from concurrent.futures import Future
+from concurrent.futures import wait
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import Iterable
+
+from ..cdshooks import HookRequest
+from ..config import Settings
+from ..errors import EvidenceError
+from ..errors import PrefetchUnavailable
+from ..prefetch import PrefetchTemplate
+from .client import FhirClient
+from .client import Limits
+from .client import is_allowed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evidence:
+    resources: list[dict] = field(default_factory=list)
+    #: Resource types the EHR could not provide (FHIR server failure, deadline, truncated paging).
+    unavailable: set[str] = field(default_factory=set)
+    fetched_keys: list[str] = field(default_factory=list)
+    queries: int = 0
+
+
+def _resources_in(value: Any) -> Iterable[dict]:
+    if not isinstance(value, dict):
+        return ()
+    if value.get("resourceType") == "Bundle":
+        return (e["resource"] for e in value.get("entry") or ()
+                if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+                and e["resource"].get("resourceType") not in (None, "OperationOutcome"))
+    if value.get("resourceType") in (None, "OperationOutcome"):
+        return ()
+    return (value,)
+
+
+def _satisfied(prefetch: dict[str, Any], key: str) -> bool:
+    """Present and not an OperationOutcome (null and empty Bundles are answers: "no data")."""
+    if key not in prefetch:
+        return False
+    value = prefetch[key]
+    return not (isinstance(value, dict) and value.get("resourceType") == "OperationOutcome")
+
+
+def gather_evidence(
+    request: HookRequest,
+    templates: tuple[PrefetchTemplate, ...],
+    needed_types: frozenset[str],
+    settings: Settings,
+    executor: Executor,
+    deadline: float,
+) -> Evidence:
+    """Collect prefetched resources (under any key) and fetch the needed keys that are missing.
+
+    *deadline* is a ``time.monotonic()`` instant: every query ends by then.
+
+    :raise PrefetchUnavailable: needed data is missing and there is no allowed way to fetch it (412).
+    """
+    prefetch = request.prefetch or {}
+    evidence = Evidence([r for value in prefetch.values() for r in _resources_in(value)])
+    needed = [t for t in templates if t.always or set(t.resource_types) & needed_types]
+    missing = [t for t in needed if not _satisfied(prefetch, t.key)]
+    if not missing:
+        return evidence
+
+    client = _client(request, settings, [t.key for t in missing], deadline)
+    patient_id = request.context.patientId
+    futures: dict[Future, PrefetchTemplate] = {
+        executor.submit(_fetch, client, template, patient_id): template for template in missing
+    }
+    done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    for future in pending:
+        future.cancel()
+        evidence.unavailable.update(futures[future].resource_types)
+    for future in done:
+        template = futures[future]
+        try:
+            resources, complete = future.result()
+        except EvidenceError as exc:
+            log.warning("prefetch %s could not be fetched: %s", template.key, exc)
+            evidence.unavailable.update(template.resource_types)
+            continue
+        evidence.resources.extend(resources)
+        evidence.fetched_keys.append(template.key)
+        if not complete:
+            evidence.unavailable.update(template.resource_types)
+    evidence.queries = client.requests_made
+    if pending:
+        log.warning("hook deadline reached with %d queries pending", len(pending))
+    return evidence
+
+
+def _client(request: HookRequest, settings: Settings, keys: list[str], deadline: float) -> FhirClient:
+    server = request.fhirServer
+    token = request.access_token
+    why = None
+    if not server:
+        why = "the request has no fhirServer"
+    elif not is_allowed(server, settings.fhir_allowlist):
+        log.warning("fhirServer not on the allowlist; treated as absent")
+        why = "its fhirServer is not one this service is allowed to contact"
+    elif token is None and not settings.fhir_allow_anonymous:
+        why = "the request has no fhirAuthorization access token"
+    if why:
+        raise PrefetchUnavailable(f"prefetch lacks {', '.join(keys)} and {why}", expression="prefetch")
+    limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,
+                    settings.fhir_page_limit, settings.fhir_page_size)
+    return FhirClient(server, token, settings.fhir_allowlist, limits, deadline)
+
+
+def _fetch(client: FhirClient, template: PrefetchTemplate, patient_id: str) -> tuple[list[dict], bool]:
+    query = template.render(patient_id)
+    if "?" not in query:
+        resource = client.read(query)
+        return ([resource] if resource else []), True
+    return client.search(query)

@@ -1,0 +1,211 @@
+"""The CDS Hooks HTTP surface: discovery, routing, bad input, CORS, feedback, health."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import SHARED
+from tests.conftest import load_json
+from tests.support.hooks import condition
+from tests.support.hooks import full_prefetch
+from tests.support.hooks import hook_request
+from tests.support.hooks import service_request
+
+SIGN = "/cds-services/order-sign-crd"
+SELECT = "/cds-services/order-select-crd"
+
+
+def _outcome(response) -> list[dict]:
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome", body
+    assert body["issue"] and all(i["severity"] == "error" and i["diagnostics"] for i in body["issue"])
+    return body["issue"]
+
+
+def test_discovery_lists_both_services_with_prefetch_and_crd_options(client):
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    services = {s["id"]: s for s in response.get_json()["services"]}
+    assert {s["hook"] for s in services.values()} == {"order-select", "order-sign"}
+    for service in services.values():
+        assert service["description"] and service["title"]
+        assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+        assert service["prefetch"]["coverage"].startswith("Coverage?patient={{context.patientId}}&status=active")
+        for query in service["prefetch"].values():  # CDS Hooks 2.0 tokens only
+            assert "{{context.patientId}}" in query and "draftOrders" not in query
+        options = service["extension"]["davinci-crd.configuration-options"]
+        codes = [o["code"] for o in options]
+        assert len(codes) == len(set(codes)) and {"coverage-info", "guideline", "therapy-alternatives-req"} <= set(codes)
+        assert all(o["type"] in ("boolean", "integer") and o["name"] and o["description"] for o in options)
+
+
+def test_hook_answers_with_cards_and_coverage_information(client):
+    order = service_request("37238")
+    body = hook_request(order, prefetch=full_prefetch(condition("I87.1", "c1")))
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    data = response.get_json()
+    assert data["cards"] and data["cards"][0]["summary"].startswith("CPT 37238")
+    action = data["systemActions"][0]
+    assert action["type"] == "update" and action["resource"]["id"] == "sr1"
+
+
+@pytest.mark.parametrize("body, expression", [
+    (b"{not json", None),
+    (b"[1, 2]", None),
+    (b'"a string"', None),
+    (json.dumps({"hookInstance": "x", "context": {}}).encode(), "hook"),
+    (json.dumps({"hook": "order-sign", "context": {"patientId": "p", "draftOrders": {
+        "resourceType": "Bundle"}}}).encode(), "hookInstance"),
+    (json.dumps({"hook": "order-sign", "hookInstance": "x"}).encode(), "context"),
+    (json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p", "draftOrders": {
+        "resourceType": "Patient"}}}).encode(), "context.draftOrders.resourceType"),
+    (json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p",
+                                                                         "draftOrders": []}}).encode(), "context.draftOrders"),
+    (json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {"draftOrders": {
+        "resourceType": "Bundle"}}}).encode(), "context.patientId"),
+])
+def test_bad_requests_get_400_with_an_operation_outcome(client, body, expression):
+    response = client.post(SIGN, data=body, content_type="application/json")
+    assert response.status_code == 400
+    issues = _outcome(response)
+    if expression:
+        assert any(expression in i.get("expression", [""])[0] for i in issues), issues
+    assert b"Traceback" not in response.data
+
+
+def test_unknown_service_is_404_and_wrong_method_is_405(client):
+    response = client.post("/cds-services/no-such-service", json=hook_request(service_request("37238")))
+    assert response.status_code == 404
+    _outcome(response)
+    response = client.get(SIGN)
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+    _outcome(response)
+
+
+def test_body_over_the_limit_is_413(tmp_path):
+    from cds_service.config import Settings
+    from cds_service.web.app import create_app
+
+    client = create_app(Settings(data_dir=tmp_path, max_body_bytes=2048)).test_client()
+    response = client.post(SIGN, data=b"{" + b" " * 4096 + b"}", content_type="application/json")
+    assert response.status_code == 413
+    _outcome(response)
+
+
+def test_cors_preflight_and_headers(client):
+    for path in ("/cds-services", SIGN, f"{SIGN}/feedback"):
+        response = client.options(path, headers={"Origin": "https://sandbox.cds-hooks.org",
+                                                 "Access-Control-Request-Method": "POST",
+                                                 "Access-Control-Request-Headers": "authorization,content-type"})
+        assert response.status_code == 200
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+        assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    assert client.get("/cds-services").headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_cors_allowlist_echoes_only_known_origins(tmp_path):
+    from cds_service.config import Settings
+    from cds_service.web.app import create_app
+
+    client = create_app(Settings(data_dir=tmp_path, cors_origins=["https://ehr.example.org"])).test_client()
+    assert client.get("/cds-services", headers={"Origin": "https://ehr.example.org"}).headers[
+        "Access-Control-Allow-Origin"] == "https://ehr.example.org"
+    assert "Access-Control-Allow-Origin" not in client.get("/cds-services", headers={"Origin": "https://evil.example"}).headers
+
+
+def test_mismatched_hook_is_routed_by_service_id(client, caplog):
+    # The CDS Hooks Sandbox sends the page's hook, not the service's.
+    body = hook_request(service_request("37238"), hook="order-select", prefetch=full_prefetch())
+    with caplog.at_level("INFO"):
+        response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    assert response.get_json()["systemActions"], "answered as order-sign: coverage information on the order"
+    assert "answering as order-sign" in caplog.text
+
+
+def test_orders_that_are_not_service_requests_get_no_guidance(client):
+    medication = {"resourceType": "MedicationRequest", "id": "m1", "status": "draft", "intent": "order",
+                  "subject": {"reference": "Patient/p1"}}
+    device = {"resourceType": "DeviceRequest", "id": "d1", "status": "draft", "intent": "order",
+              "codeCodeableConcept": {"coding": [{}]}, "subject": {"reference": "Patient/p1"}}
+    response = client.post(SIGN, json=hook_request(medication, device))
+    assert response.status_code == 200 and response.get_json() == {"cards": []}
+
+
+def test_empty_coding_and_unknown_fields_are_tolerated(client):
+    order = service_request("37238")
+    order["code"] = {"coding": [{}]}
+    order["reasonCode"] = []
+    body = hook_request(order, hook="order-select", prefetch=full_prefetch(), unknownField={"x": 1})
+    body["context"]["selections"] = ["ServiceRequest/sr1"]
+    body["context"]["draftOrders"].pop("type", None)
+    response = client.post(SELECT, json=body)
+    assert response.status_code == 200
+    assert response.get_json()["cards"] == []
+
+
+@pytest.mark.parametrize("name", [
+    "sandbox-pama-order-select-request-initial-empty-coding.json",
+    "sandbox-pama-order-select-request.json",
+    "sandbox-rxsign-order-sign-request.json",
+    "sandbox-pama-order-sign-request-cpt64493-via-store-dispatch.json",
+    "crd-request-generator-order-sign-request.json",
+])
+def test_recorded_real_client_requests_get_valid_answers(client, name):
+    body = load_json(SHARED / "peer-fixtures" / "captured-client-requests" / name)
+    service = SELECT if "order-select" in name else SIGN
+    response = client.post(service, json=body)
+    assert response.status_code == 200, response.get_json()
+    data = response.get_json()
+    assert isinstance(data["cards"], list)
+    orders = [e["resource"] for e in body["context"]["draftOrders"]["entry"]]
+    codes = [c.get("code") for o in orders if o["resourceType"] == "ServiceRequest"
+             for c in o.get("code", {}).get("coding", [])]
+    if service == SIGN and "64493" in codes:
+        # 64493 is a policy order: the FHIR server named in the capture is gone, so the evidence
+        # could not be retrieved -> coverage information says so and never "covered".
+        extension = data["systemActions"][0]["resource"]["extension"][-1]
+        covered = next(e["valueCode"] for e in extension["extension"] if e["url"] == "covered")
+        assert covered != "covered"
+
+
+def test_feedback_accepts_both_override_reason_shapes(client, app):
+    flat = {"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z",
+            "overrideReason": {"system": "http://example.org/fhir/cds-prior-auth/CodeSystem/override-reason",
+                               "code": "will-document", "display": "Will add the documentation before submission"}}
+    nested = {"card": "c-1", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:00Z",
+              "overrideReason": {"reason": {"system": "http://example.org/x", "code": "urgent", "display": "Urgent"},
+                                 "userComment": "patient in clinic today"}}
+    accepted = {"card": "c-2", "outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:06:00Z",
+                "acceptedSuggestions": [{"id": "s-9"}]}
+    response = client.post(f"{SIGN}/feedback", json={"feedback": [flat, nested, accepted]})
+    assert response.status_code == 200
+    store = app.extensions["cds"].store
+    first, second = store.feedback_for_card("c-1")
+    assert (first.override_reason_code, first.override_comment) == ("will-document", None)
+    assert (second.override_reason_code, second.override_comment) == ("urgent", "patient in clinic today")
+    assert store.feedback_for_card("c-2")[0].accepted_suggestions == ("s-9",)
+
+
+@pytest.mark.parametrize("body", [
+    {"feedback": []},
+    {"feedback": [{"card": "c", "outcome": "maybe", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]},
+    {"feedback": [{"outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]},
+    {"feedback": [{"card": "c", "outcome": "accepted", "outcomeTimestamp": "yesterday"}]},
+    {"nothing": True},
+])
+def test_invalid_feedback_is_400(client, body):
+    response = client.post(f"{SIGN}/feedback", json=body)
+    assert response.status_code == 400
+    _outcome(response)
+
+
+def test_liveness_and_readiness(client):
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["database"] == "ok"
