@@ -1,0 +1,1 @@
+"""Alembic revision files (loaded by Alembic by path; a package only so setuptools ships them)."""
