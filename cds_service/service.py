@@ -215,8 +215,12 @@ class HookService:
 
 
 def _in_scope(hook: str, request: HookRequest, orders: list[Order]) -> list[Order]:
-    """ServiceRequests to answer for: all on order-sign; the selected ones on order-select."""
-    service_requests = [o for o in orders if o.resource_type == "ServiceRequest"]
+    """ServiceRequests to answer for: all on order-sign; the selected ones on order-select.
+
+    An order without any code (the CDS Hooks Sandbox's first call sends ``coding: [{}]``)
+    says nothing a payer could answer, so it gets no guidance.
+    """
+    service_requests = [o for o in orders if o.resource_type == "ServiceRequest" and o.codings]
     selections = request.context.selections
     if hook == "order-select" and selections:
         chosen = {s.strip() for s in selections if isinstance(s, str)}

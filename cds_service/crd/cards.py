@@ -101,6 +101,8 @@ def _where(finding: Finding) -> str:
 
 
 def _condition(finding: Finding) -> str:
+    if finding.consequence:
+        return f" — if so, also required (not on record): {finding.consequence}"
     if not finding.condition:
         return ""
     return f" — required because: {finding.condition}" if finding.condition_met else \
@@ -118,8 +120,10 @@ def _missing_lines(findings: Iterable[Finding]) -> list[str]:
         lines.append(what + _quote(finding))
         if finding.alternatives:
             lines.append("   Any one of:")
-            lines += [f"   - {alt.text}{_where(alt)}" + (f": {alt.documentation}" if alt.documentation else "")
-                      for alt in finding.alternatives]
+            for alt in finding.alternatives:
+                still = "; ".join(inner.text for inner in alt.alternatives)
+                lines.append(f"   - {alt.text}{_where(alt)}" + (f" — still needs: {still}" if still else
+                                                                  f": {alt.documentation}" if alt.documentation else ""))
     return lines
 
 

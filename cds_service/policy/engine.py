@@ -81,6 +81,8 @@ class Finding:
     #: For conditional requirements: the condition, and whether the record shows it holds.
     condition: str | None = None
     condition_met: bool = False
+    #: For an undocumented condition whose requirement is not met: what it would then require.
+    consequence: str | None = None
     suggestion: Suggestion | None = None
     safety: bool = False
 
@@ -251,7 +253,8 @@ def _summary(result: NodeResult, status: Status) -> Finding:
     """One finding standing for *result* as an alternative inside a group."""
     if result.node.text:
         inner = () if isinstance(result.node, Leaf) else tuple(_open(result, status))
-        return _finding(result, alternatives=inner if len(inner) > 1 else ())
+        partly_met = _met_leaves(result) > 0
+        return _finding(result, alternatives=inner if len(inner) > 1 or partly_met else ())
     parts = _open(result, status)
     return parts[0] if len(parts) == 1 else Finding(id=parts[0].id if parts else "", text=" and ".join(p.text for p in parts),
                                                     alternatives=tuple(parts))
@@ -275,20 +278,38 @@ def _open(result: NodeResult, status: Status) -> list[Finding]:
         return [_finding(result, evidence=inner.evidence, reason=inner.reason or result.reason)]
     if isinstance(node, When):
         guard, then = result.children
+        if status is Status.UNDOCUMENTED and then.status is Status.NOT_MET:
+            # The requirement is known to fail: whether it applies is what needs documenting.
+            return [replace(f, consequence=then.node.text) for f in _open(guard, status)]
         known = guard.status is Status.MET
         return [replace(f, condition=guard.node.text, condition_met=known) for f in _open(then, status)]
     if isinstance(node, AnyOf) and status is Status.UNDOCUMENTED:
         candidates = [c for c in result.children if c.status is Status.UNDOCUMENTED]
-        best = max(candidates, key=_met_leaves)
-        if _met_leaves(best) > 0:
-            # A partly documented alternative: say exactly what it still lacks.
-            return _open(best, status)
-        return [_finding(result, alternatives=tuple(_summary(c, status) for c in candidates))]
+        partial = [c for c in candidates if _met_leaves(c) > 0]
+        if len(partial) == 1:
+            # One partly documented alternative: say exactly what it still lacks.
+            return _open(partial[0], status)
+        # Several partly documented (show those, each with what it lacks), or none (show all).
+        return [_finding(result, alternatives=tuple(_summary(c, status) for c in partial or candidates))]
     # any_of not met, at_least undocumented / not met: one grouped item
     relevant = [c for c in result.children if c.status is not Status.MET]
     met = sum(1 for c in result.children if c.status is Status.MET)
     reason = f"{met} of {node.at_least} required documented" if isinstance(node, AtLeast) else result.reason
     return [_finding(result, reason=reason, alternatives=tuple(_summary(c, c.status) for c in relevant))]
+
+
+def _undocumented(result: NodeResult) -> list[Finding]:
+    """Missing documentation, also beside criteria that already fail (a reviewer lists both)."""
+    if result.status is Status.UNDOCUMENTED:
+        return _open(result, Status.UNDOCUMENTED)
+    if result.status is not Status.NOT_MET:
+        return []
+    node = result.node
+    if isinstance(node, (AllOf, Ref, PerLevel)):
+        return [f for child in result.children for f in _undocumented(child)]
+    if isinstance(node, When) and result.children[0].status is Status.MET:
+        return _undocumented(result.children[1])
+    return []
 
 
 def _met(result: NodeResult) -> list[Finding]:
@@ -349,7 +370,7 @@ def evaluate_order(policy: Policy, rule: Rule, order: Order, record: PatientReco
     exclusions = tuple(evaluator.evaluate(e) for e in rule.exclusions + policy.exclusions)
     excluded = [_exclusion_finding(e) for e in exclusions if e.status is Status.MET]
     failed = tuple(excluded) + tuple(_open(tree, Status.NOT_MET))
-    missing = tuple(_open(tree, Status.UNDOCUMENTED))
+    missing = tuple(_undocumented(tree))
     if failed:
         outcome = Outcome.NOT_MEDICALLY_NECESSARY
     elif tree.status is Status.UNDOCUMENTED:

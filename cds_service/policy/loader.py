@@ -12,6 +12,7 @@ immutable :class:`PolicySet` objects.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,12 @@ def load_yaml(text: str, filename: str) -> tuple[Any, dict[Path_, int]]:
     return build(node, ()), lines
 
 
-def line_of(data: Any, lines: dict[Path_, int], loc: tuple[Any, ...]) -> int:
-    """Best line for a pydantic error location (which may contain union tags)."""
+def line_of(data: Any, lines: dict[Path_, int], loc: tuple[Any, ...], key: str | None = None) -> int:
+    """Best line for a pydantic error location (which may contain union tags).
+
+    Locations skip the predicate key of a leaf (``condition:``), so a part missing at
+    one level is looked for one mapping down; *key* names an offending field to point at.
+    """
     current, path = data, ()
     best = lines.get((), 1)
     for part in loc:
@@ -86,9 +91,14 @@ def line_of(data: Any, lines: dict[Path_, int], loc: tuple[Any, ...]) -> int:
             current, path = current[part], path + (part,)
         elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
             current, path = current[part], path + (part,)
+        elif isinstance(current, dict) and (inner := next(
+                (k for k, v in current.items() if isinstance(v, dict) and part in v), None)) is not None:
+            current, path = current[inner][part], path + (inner, part)
         else:
             continue  # a discriminator tag, not a data key
         best = lines.get(path, best)
+    if key is not None and isinstance(current, dict) and key in current:
+        best = lines.get(path + (key,), best)
     return best
 
 
@@ -98,7 +108,9 @@ def validation_problems(exc: ValidationError, data: Any, lines: dict[Path_, int]
         loc = tuple(error["loc"])
         where = ".".join(str(p) for p in loc if not (isinstance(p, str) and p in _TAG_NAMES))
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{filename}:{line_of(data, lines, loc)}: {where}: {message}")
+        named = re.search(r"field '([^']+)'", message)
+        line = line_of(data, lines, loc, named.group(1) if named else None)
+        problems.append(f"{filename}:{line}: {where}: {message}")
     return problems
 
 

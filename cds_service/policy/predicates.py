@@ -141,16 +141,16 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
         seen = {id(c) for c in candidates}
         candidates += [c for c in ctx.record.resources("Condition")
                        if id(c) not in seen and any(w in _text_of(ctx.record, c) for w in words)]
-    supporting, contradicting, reasons = [], [], []
+    supporting, contradicting, refuted, reasons = [], [], [], []
     for resource, typed in _typed(ctx, candidates):
         if not _at_site(ctx, _concept_dicts(typed.bodySite), p.body_site, p.at_level):
             continue
         verification, clinical = _code(typed.verificationStatus), _code(typed.clinicalStatus)
         label = _label(typed.code)
         if verification in _REFUTED:
-            contradicting.append(resource)
+            refuted.append(resource)
             reasons.append(f"{label} recorded as {verification}")
-        elif clinical is not None and clinical not in _ACTIVE:
+        elif clinical is not None and clinical not in _ACTIVE and not p.history:
             contradicting.append(resource)
             reasons.append(f"{label} is {clinical}")
         elif p.severity is not None and not p.severity.matches_concept(_concept_dict(typed.severity)):
@@ -163,6 +163,10 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
             supporting.append(resource)
     if supporting:
         return LeafOutcome(Status.MET, tuple(map(_ref, supporting)))
+    # A refuted diagnosis outweighs the order's stated reason; a resolved one does not
+    # (the order says the condition is current again).
+    if refuted:
+        return LeafOutcome(Status.NOT_MET, tuple(map(_ref, refuted + contradicting)), "; ".join(reasons))
     if p.codes is not None and p.severity is None and p.body_site is None and not p.at_level:
         if any(p.codes.contains(system, code) for system, code in ctx.order.reason_codings):
             return LeafOutcome(Status.MET, (ctx.order.reference,), "diagnosis stated on the order")

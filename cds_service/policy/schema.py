@@ -34,7 +34,7 @@ from .fhirpath import compile_fhirpath
 from .timing import Duration
 from .units import known_unit
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
+_ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
 def _codes(value: Any) -> CodeSet:
@@ -108,14 +108,22 @@ class _Strict(BaseModel):
 # --- predicates: the closed vocabulary -------------------------------------------------
 
 
-class AgePredicate(_Strict):
+class _Predicate(_Strict):
+    """A predicate's parameters; ``kind`` (set by the leaf from its key) selects the model."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class AgePredicate(_Predicate):
     """Patient age in completed years on the order date."""
+
+    kind: Literal["age"] = Field("age", alias="__kind", exclude=True)
 
     min: int | None = None
     max: int | None = None
 
 
-class ConditionPredicate(_Strict):
+class ConditionPredicate(_Predicate):
     """A Condition with one of the codes (or words in its text), clinically active and not refuted.
 
     The order's own reason codes count as a stated diagnosis unless severity,
@@ -123,11 +131,15 @@ class ConditionPredicate(_Strict):
     ``text`` is for syndromes with no code of their own (nutcracker, May-Thurner).
     """
 
+    kind: Literal["condition"] = Field("condition", alias="__kind", exclude=True)
+
     codes: Codes | None = None
     text: tuple[str, ...] = ()
     severity: Codes | None = None
     body_site: Codes | None = None
     at_level: bool = False
+    #: "History of": a resolved or inactive Condition counts too (refuted never does).
+    history: bool = False
 
     @model_validator(mode="after")
     def _needs_something(self) -> "ConditionPredicate":
@@ -136,8 +148,10 @@ class ConditionPredicate(_Strict):
         return self
 
 
-class ObservationPredicate(_Strict):
+class ObservationPredicate(_Predicate):
     """The latest matching Observation in the window, optionally with a value test."""
+
+    kind: Literal["observation"] = Field("observation", alias="__kind", exclude=True)
 
     codes: Codes
     within: Period | None = None
@@ -157,8 +171,10 @@ class ObservationPredicate(_Strict):
         return self
 
 
-class ProcedurePredicate(_Strict):
+class ProcedurePredicate(_Predicate):
     """Completed Procedures with one of the codes: how many, how recent, over what span."""
+
+    kind: Literal["procedure"] = Field("procedure", alias="__kind", exclude=True)
 
     codes: Codes
     within: Period | None = None
@@ -167,16 +183,20 @@ class ProcedurePredicate(_Strict):
     at_level: bool = False
 
 
-class ReportPredicate(_Strict):
+class ReportPredicate(_Predicate):
     """A DiagnosticReport or DocumentReference of one of the types, optionally with a coded conclusion."""
+
+    kind: Literal["report"] = Field("report", alias="__kind", exclude=True)
 
     codes: Codes
     within: Period | None = None
     conclusion: Codes | None = None
 
 
-class AllergyPredicate(_Strict):
+class AllergyPredicate(_Predicate):
     """An AllergyIntolerance to a substance, by code or by words in its text (e.g. nitinol)."""
+
+    kind: Literal["allergy"] = Field("allergy", alias="__kind", exclude=True)
 
     codes: Codes | None = None
     text: tuple[str, ...] = ()
@@ -188,47 +208,59 @@ class AllergyPredicate(_Strict):
         return self
 
 
-class DevicePredicate(_Strict):
+class DevicePredicate(_Predicate):
     """A DeviceRequest or DeviceUseStatement for one of the devices, used for a minimum duration."""
 
+    kind: Literal["device"] = Field("device", alias="__kind", exclude=True)
+
     codes: Codes
     min_duration: Period | None = None
     within: Period | None = None
 
 
-class MedicationPredicate(_Strict):
+class MedicationPredicate(_Predicate):
     """A MedicationRequest or MedicationStatement for one of the drugs, for a minimum duration."""
 
+    kind: Literal["medication"] = Field("medication", alias="__kind", exclude=True)
+
     codes: Codes
     min_duration: Period | None = None
     within: Period | None = None
 
 
-class QuestionnairePredicate(_Strict):
+class QuestionnairePredicate(_Predicate):
     """An answer in a completed QuestionnaireResponse to a (third-party) questionnaire."""
+
+    kind: Literal["questionnaire"] = Field("questionnaire", alias="__kind", exclude=True)
 
     questionnaire: str
     link_id: str
     answer: bool = True
 
 
-class OrderPredicate(_Strict):
+class OrderPredicate(_Predicate):
     """Another order with one of the codes is in the same request (ordered together)."""
 
+    kind: Literal["order"] = Field("order", alias="__kind", exclude=True)
+
     codes: Codes
 
 
-class OrderReasonPredicate(_Strict):
+class OrderReasonPredicate(_Predicate):
     """The order's own reasonCode / reasonReference carries one of the codes."""
 
+    kind: Literal["order_reason"] = Field("order_reason", alias="__kind", exclude=True)
+
     codes: Codes
 
 
-class FhirPathPredicate(_Strict):
+class FhirPathPredicate(_Predicate):
     """Escape hatch: a FHIRPath boolean over the record (a Bundle); ``%order`` is the order.
 
     true = met, false = not met, empty = undocumented.
     """
+
+    kind: Literal["fhirpath"] = Field("fhirpath", alias="__kind", exclude=True)
 
     expression: CompiledFhirPath
 
@@ -333,7 +365,10 @@ class Leaf(Node):
     text: str
     cite: Citation
     documentation: str
-    predicate: Any = Field(exclude=True)
+    predicate: Annotated[
+        Union[tuple(Annotated[model, Tag(key)] for key, model in PREDICATES.items())],  # type: ignore[misc]
+        Field(discriminator="kind"),
+    ] = Field(exclude=True)
     predicate_key: str
     absent: Literal["undocumented", "not-met"] = "undocumented"
     ask: bool = True
@@ -358,9 +393,13 @@ class Leaf(Node):
         key = known[0]
         fields = {k: v for k, v in data.items() if k != key}
         payload = data[key]
+        if isinstance(payload, _Predicate):
+            return {**fields, "predicate_key": key, "predicate": payload}
         if payload is None:
             payload = {}
-        return {**fields, "predicate_key": key, "predicate": PREDICATES[key].model_validate(payload)}
+        if not isinstance(payload, dict):
+            raise ValueError(f"'{key}' needs a mapping of parameters")
+        return {**fields, "predicate_key": key, "predicate": {**payload, "__kind": key}}
 
     @property
     def at_level(self) -> bool:
@@ -521,6 +560,14 @@ class Provenance(_Strict):
     url: str | None = None
     source_file: str
 
+    @field_validator("version")
+    @classmethod
+    def _canonical_safe(cls, value: str) -> str:
+        # The version ends up in the DTR Questionnaire's canonical (url|version).
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9.\-]*$", value):
+            raise ValueError(f"version '{value}' may only use letters, digits, '.' and '-'")
+        return value
+
     @field_validator("url")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
@@ -541,7 +588,13 @@ class Policy(_Strict):
     notes: str | None = None
     definitions: dict[str, Criterion] = {}
     exclusions: tuple[Criterion, ...] = ()
-    rules: tuple[Rule, ...] = Field(min_length=1)
+    rules: tuple[Rule, ...]
+
+    @model_validator(mode="after")
+    def _has_rules(self) -> "Policy":
+        if not self.rules:
+            raise ValueError("a policy needs at least one rule")
+        return self
 
     @field_validator("id")
     @classmethod

@@ -37,8 +37,13 @@ class Case:
         return self.data["expect"]
 
     def record_and_order(self) -> tuple[PatientRecord, Order]:
-        resources = bundle_resources(self.data["bundle"]) if "bundle" in self.data else []
-        resources += self.data.get("resources", [])
+        """The case's record: its own resources override the bundle's (same type and id), and
+        resource types listed as ``unavailable`` are removed, as when the EHR fails to return them."""
+        resources = list(self.data.get("resources", []))
+        if "bundle" in self.data:
+            resources += bundle_resources(self.data["bundle"])
+        unavailable = set(self.data.get("unavailable", ()))
+        resources = [r for r in resources if r.get("resourceType") not in unavailable]
         drafts = [r for r in resources if is_draft_order(r)]
         if "order" in self.data:
             order_resource = self.data["order"]
@@ -48,7 +53,7 @@ class Case:
             Order.from_resource(r) for r in drafts if r is not order_resource and r.get("id") != order_resource.get("id")
         ]
         chart = [r for r in resources if not is_draft_order(r)]
-        return PatientRecord(chart, orders, self.data.get("unavailable", ())), orders[0]
+        return PatientRecord(chart, orders, unavailable), orders[0]
 
 
 def all_cases() -> list[Case]:

@@ -1,0 +1,174 @@
+"""The engine's three-valued logic, and the guarantee that undocumented never becomes "meets criteria"."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from datetime import date
+
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from cds_service.codes import PROJECT_FINDINGS
+from cds_service.policy.engine import Outcome
+from cds_service.policy.engine import evaluate_order
+from cds_service.policy.schema import Policy
+from cds_service.record import Order
+from cds_service.record import PatientRecord
+
+CITE = {"section": "s", "quote": "q"}
+ORDER = Order.from_resource({"resourceType": "ServiceRequest", "id": "o", "status": "draft", "intent": "order",
+                             "authoredOn": "2026-11-02", "subject": {"reference": "Patient/p"},
+                             "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "37238"}]}})
+
+
+def leaf(i: int) -> dict:
+    return {"id": f"leaf-{i}", "text": f"leaf {i}", "cite": CITE, "documentation": "d",
+            "observation": {"codes": {"finding": [f"leaf-{i}"]}, "value_boolean": True}}
+
+
+def policy(criteria: dict, exclusions: list[dict] = ()) -> Policy:
+    return Policy.model_validate({
+        "id": "test-policy", "title": "t", "summary": "s", "payers": ["*"],
+        "provenance": {"publisher": "p", "document": "d", "version": "1", "source_file": "x.txt"},
+        "rules": [{"id": "r", "title": "r", "codes": {"cpt": ["37238"]}, "criteria": criteria,
+                   "exclusions": list(exclusions)}],
+    })
+
+
+def record(statuses: dict[int, str]) -> PatientRecord:
+    """One Observation per leaf: true = met, false = not met, absent = undocumented."""
+    resources = [
+        {"resourceType": "Observation", "id": f"o{i}", "status": "final", "subject": {"reference": "Patient/p"},
+         "code": {"coding": [{"system": PROJECT_FINDINGS, "code": f"leaf-{i}"}]},
+         "effectiveDateTime": "2026-10-01", "valueBoolean": status == "met"}
+        for i, status in statuses.items() if status != "undocumented"
+    ]
+    return PatientRecord(resources, [ORDER])
+
+
+def run(criteria: dict, statuses: dict[int, str], exclusions: list[dict] = ()):
+    p = policy(criteria, exclusions)
+    return evaluate_order(p, p.rules[0], ORDER, record(statuses), date(2026, 11, 21))
+
+
+def test_all_of_any_of_not_kleene():
+    both = {"all_of": [leaf(1), leaf(2)]}
+    assert run(both, {1: "met", 2: "met"}).outcome is Outcome.MEETS_CRITERIA
+    assert run(both, {1: "met", 2: "undocumented"}).outcome is Outcome.DOCUMENTATION_NEEDED
+    assert run(both, {1: "not-met", 2: "undocumented"}).outcome is Outcome.NOT_MEDICALLY_NECESSARY
+    either = {"any_of": [leaf(1), leaf(2)], "text": "either"}
+    assert run(either, {1: "undocumented", 2: "met"}).outcome is Outcome.MEETS_CRITERIA
+    assert run(either, {1: "undocumented", 2: "not-met"}).outcome is Outcome.DOCUMENTATION_NEEDED
+    assert run(either, {1: "not-met", 2: "not-met"}).outcome is Outcome.NOT_MEDICALLY_NECESSARY
+    negated = {"not": leaf(1), "id": "n", "text": "not 1", "cite": CITE, "documentation": "d"}
+    assert run(negated, {1: "not-met"}).outcome is Outcome.MEETS_CRITERIA
+    assert run(negated, {1: "undocumented"}).missing_ids == ("n",)
+
+
+def test_at_least_and_when():
+    three = {"at_least": 2, "of": [leaf(1), leaf(2), leaf(3)], "text": "two of three", "id": "two"}
+    assert run(three, {1: "met", 2: "met", 3: "not-met"}).outcome is Outcome.MEETS_CRITERIA
+    assert run(three, {1: "met", 2: "undocumented", 3: "not-met"}).outcome is Outcome.DOCUMENTATION_NEEDED
+    assert run(three, {1: "met", 2: "not-met", 3: "not-met"}).outcome is Outcome.NOT_MEDICALLY_NECESSARY
+    implication = {"when": leaf(1), "then": leaf(2)}
+    assert run(implication, {1: "not-met", 2: "undocumented"}).outcome is Outcome.MEETS_CRITERIA
+    assert run(implication, {1: "met", 2: "undocumented"}).missing_ids == ("leaf-2",)
+    assert run(implication, {1: "undocumented", 2: "not-met"}).outcome is Outcome.DOCUMENTATION_NEEDED
+
+
+def test_a_met_exclusion_overrides_met_criteria():
+    evaluation = run(leaf(1), {1: "met", 2: "met"}, exclusions=[leaf(2)])
+    assert evaluation.outcome is Outcome.NOT_MEDICALLY_NECESSARY and evaluation.failed_ids == ("leaf-2",)
+    assert run(leaf(1), {1: "met", 2: "undocumented"}, exclusions=[leaf(2)]).outcome is Outcome.MEETS_CRITERIA
+
+
+def test_partially_documented_alternative_is_what_the_card_asks_for():
+    criteria = {"any_of": [{"all_of": [leaf(1), leaf(2)], "id": "a", "text": "a"}, leaf(3)], "text": "x", "id": "x"}
+    assert run(criteria, {1: "met", 2: "undocumented", 3: "undocumented"}).missing_ids == ("leaf-2",)
+    assert run(criteria, {1: "undocumented", 2: "undocumented", 3: "undocumented"}).missing_ids == ("x",)
+
+
+# --- the guarantee, checked on random trees ------------------------------------------------
+
+LEAVES = 6
+
+
+def trees(depth: int = 3):
+    leaves = st.integers(0, LEAVES - 1).map(lambda i: ("leaf", i))
+    return st.recursive(leaves, lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=3).map(lambda c: ("all", c)),
+        st.lists(inner, min_size=1, max_size=3).map(lambda c: ("any", c)),
+        inner.map(lambda c: ("not", c)),
+        st.tuples(inner, inner).map(lambda c: ("when", c)),
+        st.lists(inner, min_size=2, max_size=3).flatmap(
+            lambda c: st.integers(1, len(c)).map(lambda n: ("atleast", (n, c)))),
+    ), max_leaves=8)
+
+
+def to_policy_node(tree, counter=itertools.count()) -> dict:
+    kind, body = tree
+    n = next(counter)
+    if kind == "leaf":
+        return leaf(body)
+    if kind == "all":
+        return {"all_of": [to_policy_node(c, counter) for c in body]}
+    if kind == "any":
+        return {"any_of": [to_policy_node(c, counter) for c in body], "text": f"any {n}", "id": f"any-{n}"}
+    if kind == "not":
+        return {"not": to_policy_node(body, counter), "id": f"not-{n}", "text": "not", "cite": CITE,
+                "documentation": "d"}
+    if kind == "when":
+        return {"when": to_policy_node(body[0], counter), "then": to_policy_node(body[1], counter)}
+    count, children = body
+    return {"at_least": count, "of": [to_policy_node(c, counter) for c in children], "text": "n of",
+            "id": f"atleast-{n}"}
+
+
+def truth(tree, values: dict[int, bool]) -> bool:
+    kind, body = tree
+    if kind == "leaf":
+        return values[body]
+    if kind == "all":
+        return all(truth(c, values) for c in body)
+    if kind == "any":
+        return any(truth(c, values) for c in body)
+    if kind == "not":
+        return not truth(body, values)
+    if kind == "when":
+        return (not truth(body[0], values)) or truth(body[1], values)
+    count, children = body
+    return sum(truth(c, values) for c in children) >= count
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees(), statuses=st.lists(st.sampled_from(["met", "not-met", "undocumented"]),
+                                       min_size=LEAVES, max_size=LEAVES))
+def test_outcome_is_sound_for_every_completion_of_the_undocumented(tree, statuses):
+    assignment = dict(enumerate(statuses))
+    evaluation = run(to_policy_node(tree, itertools.count()), assignment)
+    unknown = [i for i, s in assignment.items() if s == "undocumented"]
+    completions = []
+    for bits in itertools.product([True, False], repeat=len(unknown)):
+        values = {i: s == "met" for i, s in assignment.items()}
+        values.update(dict(zip(unknown, bits)))
+        completions.append(truth(tree, values))
+    if evaluation.outcome is Outcome.MEETS_CRITERIA:
+        assert all(completions), "meets criteria although some documentation could still fail it"
+        assert not evaluation.missing
+    if evaluation.outcome is Outcome.NOT_MEDICALLY_NECESSARY:
+        assert not any(completions), "not medically necessary although documentation could still satisfy it"
+    if evaluation.outcome is Outcome.DOCUMENTATION_NEEDED:
+        assert evaluation.missing, "documentation needed must say what is missing"
+
+
+def test_pure_core_imports_neither_flask_nor_requests():
+    code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
+            "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "
+            "bad = [m for m in ('flask', 'werkzeug', 'requests', 'sqlalchemy') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, f"pure core pulled in {result.stdout.strip()} {result.stderr[-500:]}"

@@ -1,0 +1,112 @@
+"""A malformed policy fails at load time, naming the file and the line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cds_service.catalog import Catalog
+from cds_service.catalog import bundled_policy_dir
+from cds_service.policy.loader import PolicyError
+
+VALID = """\
+id: demo
+title: Demo policy
+provenance:
+  publisher: Demo payer
+  document: Demo guideline
+  version: "1"
+  source_file: demo.txt
+payers: [cohere-demo]
+summary: A demo.
+rules:
+  - id: demo-rule
+    title: Demo rule
+    codes: {cpt: ["99999"]}
+    criteria:
+      all_of:
+        - id: adult
+          text: Adult
+          cite: {section: S, quote: Q}
+          documentation: Date of birth
+          age: {min: 18}
+        - id: has-condition
+          text: Has the condition
+          cite: {section: S, quote: Q}
+          documentation: A diagnosis
+          condition:
+            codes: {icd10cm: [M54.16]}
+"""
+
+
+@pytest.fixture
+def policy_dir(tmp_path) -> Path:
+    bundled = bundled_policy_dir()
+    target = tmp_path / "cards"
+    (target / "policies").mkdir(parents=True)
+    shutil.copy(bundled / "payers.yaml", target)
+    shutil.copy(bundled / "documentation-findings.codesystem.json", target)
+    (target / "policies" / "demo.yaml").write_text(VALID)
+    return target
+
+
+def _problems(policy_dir: Path) -> str:
+    with pytest.raises(PolicyError) as caught:
+        Catalog.load(policy_dir)
+    return str(caught.value)
+
+
+def test_the_valid_demo_policy_loads(policy_dir):
+    assert [p.id for p in Catalog.load(policy_dir).policies] == ["demo"]
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("          age: {min: 18}", "          aeg: {min: 18}", 20, "unknown predicate or field 'aeg'"),
+    ("codes: {icd10cm: [M54.16]}", "codes: {icd10cm: [MM54.16]}", 26, "MM54.16"),
+    ("codes: {icd10cm: [M54.16]}", "codes: {loinc: [72514-4]}", 26, "check digit"),
+    ("codes: {icd10cm: [M54.16]}", "codes: {snomed: ['128587004']}", 26, "check digit"),
+    ("codes: {icd10cm: [M54.16]}", "codes: {finding: [no-such-finding]}", None, "no-such-finding"),
+    ("codes: {icd10cm: [M54.16]}", "codes: {icd10: [M54.16]}", 26, "unknown code system 'icd10'"),
+    ("          age: {min: 18}", "          age: {min: 18}\n          condition: {codes: {icd10cm: [M54]}}", 16,
+     "exactly one predicate"),
+    ("          cite: {section: S, quote: Q}\n          documentation: Date of birth\n", "", 16, "cite"),
+    ("        - id: has-condition", "        - id: adult", 21, "duplicate criterion id 'adult'"),
+    ("          age: {min: 18}", "          ref: nowhere", 16, "ref 'nowhere' is not in definitions"),
+    ("payers: [cohere-demo]", "payers: [acme]", None, "payer 'acme' is not in payers.yaml"),
+    ("codes: {cpt: [\"99999\"]}", "codes: {cpt: [\"37238\"]}", None, "also claimed by 'cohere-venous-stents'"),
+    ("id: demo\n", "id: other\n", 1, "must match the file name"),
+    ("title: Demo policy", "title: [unclosed", 3, "invalid YAML"),
+])
+def test_load_errors_name_file_and_line(policy_dir, old, new, line, message):
+    path = policy_dir / "policies" / "demo.yaml"
+    assert old in VALID
+    path.write_text(VALID.replace(old, new))
+    assert new in path.read_text()
+    if "also claimed" in message:
+        shutil.copy(bundled_policy_dir() / "policies" / "cohere-venous-stents.yaml", policy_dir / "policies")
+    problems = _problems(policy_dir)
+    assert message in problems, problems
+    assert "demo.yaml" in problems
+    if line is not None:
+        assert f"demo.yaml:{line}:" in problems, problems
+
+
+def test_every_problem_is_reported_not_just_the_first(policy_dir):
+    (policy_dir / "policies" / "demo.yaml").write_text(
+        VALID.replace("age: {min: 18}", "aeg: {min: 18}").replace("[M54.16]", "[MM54.16]"))
+    problems = _problems(policy_dir)
+    assert "aeg" in problems and "MM54.16" in problems
+
+
+def test_check_policies_command_exits_non_zero_with_the_problems(policy_dir):
+    (policy_dir / "policies" / "demo.yaml").write_text(VALID.replace("age: {min: 18}", "aeg: {min: 18}"))
+    result = subprocess.run([sys.executable, "-m", "cds_service.cli", "check-policies", "--policy-dir", str(policy_dir)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "demo.yaml:20:" in result.stderr and "aeg" in result.stderr
+    good = subprocess.run([sys.executable, "-m", "cds_service.cli", "check-policies"], capture_output=True, text=True)
+    assert good.returncode == 0 and "ok  cohere-venous-stents" in good.stdout
