@@ -80,6 +80,11 @@ class HookService:
         self.executor = executor
         self.templates = build_templates(catalog)
 
+    def close(self) -> None:
+        """Release the database pool and the FHIR query threads."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.dispose()
+
     # -- discovery -------------------------------------------------------------------
 
     def discovery(self) -> dict:

@@ -28,12 +28,30 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    app.extensions["cds"].close()
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    """Build a test client with non-default settings; every app is closed after the test."""
+    apps = []
+
+    def build(**overrides):
+        overrides.setdefault("data_dir", tmp_path / "data")
+        app = create_app(Settings(**overrides))
+        apps.append(app)
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        app.extensions["cds"].close()
 
 
 def load_json(path: Path) -> dict:

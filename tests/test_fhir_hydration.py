@@ -149,11 +149,8 @@ def test_fhir_server_outside_the_allowlist_is_treated_as_absent(client, caplog):
     (FHIR, None, {"fhir_allow_anonymous": False}, "access token"),
     (FHIR, "", {"fhir_allow_anonymous": False}, "access token"),
 ])
-def test_required_data_missing_and_unfetchable_is_412(tmp_path, server, token, settings_change, message):
-    from cds_service.config import Settings
-    from cds_service.web.app import create_app
-
-    client = create_app(Settings(data_dir=tmp_path, **settings_change)).test_client()
+def test_required_data_missing_and_unfetchable_is_412(make_client, server, token, settings_change, message):
+    client = make_client(**settings_change)
     prefetch = full_prefetch()
     del prefetch["patient"]
     response = client.post(SIGN, json=_request(prefetch, token=token, server=server))
@@ -169,11 +166,8 @@ def test_order_without_a_policy_needs_only_patient_and_coverage(client):
     assert _coverage_info(response.get_json())["covered"] == ["covered"]
 
 
-def test_deadline_bounds_a_hanging_server(tmp_path):
-    from cds_service.config import Settings
-    from cds_service.web.app import create_app
-
-    client = create_app(Settings(data_dir=tmp_path, hook_deadline_seconds=0.5, fhir_read_timeout=5)).test_client()
+def test_deadline_bounds_a_hanging_server(make_client):
+    client = make_client(hook_deadline_seconds=0.5, fhir_read_timeout=5)
     prefetch = full_prefetch(condition("I87.1", "c1"))
     del prefetch["observations"]
 

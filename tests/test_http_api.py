@@ -86,11 +86,8 @@ def test_unknown_service_is_404_and_wrong_method_is_405(client):
     _outcome(response)
 
 
-def test_body_over_the_limit_is_413(tmp_path):
-    from cds_service.config import Settings
-    from cds_service.web.app import create_app
-
-    client = create_app(Settings(data_dir=tmp_path, max_body_bytes=2048)).test_client()
+def test_body_over_the_limit_is_413(make_client):
+    client = make_client(max_body_bytes=2048)
     response = client.post(SIGN, data=b"{" + b" " * 4096 + b"}", content_type="application/json")
     assert response.status_code == 413
     _outcome(response)
@@ -108,11 +105,8 @@ def test_cors_preflight_and_headers(client):
     assert client.get("/cds-services").headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_cors_allowlist_echoes_only_known_origins(tmp_path):
-    from cds_service.config import Settings
-    from cds_service.web.app import create_app
-
-    client = create_app(Settings(data_dir=tmp_path, cors_origins=["https://ehr.example.org"])).test_client()
+def test_cors_allowlist_echoes_only_known_origins(make_client):
+    client = make_client(cors_origins=["https://ehr.example.org"])
     assert client.get("/cds-services", headers={"Origin": "https://ehr.example.org"}).headers[
         "Access-Control-Allow-Origin"] == "https://ehr.example.org"
     assert "Access-Control-Allow-Origin" not in client.get("/cds-services", headers={"Origin": "https://evil.example"}).headers

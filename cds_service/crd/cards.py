@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from dataclasses import replace
 from datetime import date
 from typing import Iterable
 
@@ -109,9 +110,25 @@ def _condition(finding: Finding) -> str:
         f" — required if: {finding.condition}"
 
 
+def _merge_levels(findings: Iterable[Finding]) -> list[Finding]:
+    """One line per criterion: the same criterion open at several spinal levels names them all."""
+    merged: dict[tuple, Finding] = {}
+    for finding in findings:
+        key = (finding.id, finding.text, finding.condition)
+        if key in merged and finding.level:
+            first = merged[key]
+            levels = ", ".join(filter(None, [first.level, finding.level]))
+            reasons = "; ".join(dict.fromkeys(filter(None, [first.reason, finding.reason])))
+            merged[key] = replace(first, level=levels, reason=reasons or None,
+                                  evidence=tuple(dict.fromkeys(first.evidence + finding.evidence)))
+        else:
+            merged.setdefault(key, finding)
+    return list(merged.values())
+
+
 def _missing_lines(findings: Iterable[Finding]) -> list[str]:
     lines = []
-    for number, finding in enumerate(findings, 1):
+    for number, finding in enumerate(_merge_levels(findings), 1):
         what = f"{number}. **{finding.text}**{_where(finding)}{_condition(finding)}"
         if finding.documentation:
             what += f": {finding.documentation}"
@@ -129,7 +146,7 @@ def _missing_lines(findings: Iterable[Finding]) -> list[str]:
 
 def _failed_lines(findings: Iterable[Finding]) -> list[str]:
     lines = []
-    for finding in findings:
+    for finding in _merge_levels(findings):
         what = f"- **{finding.text}**{_where(finding)}{_condition(finding)}"
         if finding.reason:
             what += f": {finding.reason}"
@@ -162,11 +179,12 @@ def _order_heading(evaluations: list[OrderEvaluation]) -> str:
 
 
 def _sections(evaluations: list[OrderEvaluation]) -> list[list[OrderEvaluation]]:
-    """Orders with the same rule and the same findings share one section of the detail."""
+    """Orders with the same rule and the same open criteria share one section of the detail."""
     sections: dict[tuple, list[OrderEvaluation]] = {}
     for evaluation in evaluations:
-        key = (evaluation.rule.id if evaluation.rule else None, evaluation.missing, evaluation.failed,
-               evaluation.order.levels)
+        key = (evaluation.rule.id if evaluation.rule else None,
+               tuple((f.id, f.level, f.condition) for f in evaluation.missing),
+               tuple((f.id, f.level, f.condition) for f in evaluation.failed))
         sections.setdefault(key, []).append(evaluation)
     return list(sections.values())
 
@@ -303,8 +321,10 @@ def render_cards(evaluations: list[OrderEvaluation], ctx: CardContext) -> list[d
     for evaluation in evaluations:
         if evaluation.policy is None or evaluation.outcome is Outcome.NO_POLICY:
             continue
-        groups.setdefault((evaluation.policy.id, evaluation.outcome), []).append(evaluation)
         policies.setdefault(evaluation.policy.id, (evaluation.policy, []))[1].append(evaluation)
+        if evaluation.outcome is Outcome.MEETS_CRITERIA and evaluation.evidence_gaps:
+            continue  # "meets" on partial evidence is not said; the gap card says what is unknown
+        groups.setdefault((evaluation.policy.id, evaluation.outcome), []).append(evaluation)
     options = ctx.options
     if options.enabled("coverage-info"):
         for (policy_id, outcome), members in groups.items():

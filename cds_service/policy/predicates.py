@@ -227,13 +227,14 @@ def _value_test(p: ObservationPredicate, holder: Any) -> tuple[Status, str | Non
         if p.value_in is not None and p.value_in.matches_concept(concept):
             return Status.MET, None
         if p.value_not_in is not None and p.value_not_in.matches_concept(concept):
-            return Status.NOT_MET, f"result: {_label(holder.valueCodeableConcept)}"
+            return Status.NOT_MET, f"{_label(holder.code)}: {_label(holder.valueCodeableConcept)}"
         return Status.UNDOCUMENTED, "result not recorded as a recognised coded answer"
     if p.value_boolean is not None:
         value = getattr(holder, "valueBoolean", None)
         if value is None:
             return Status.UNDOCUMENTED, "result not recorded as yes/no"
-        return (Status.MET, None) if value == p.value_boolean else (Status.NOT_MET, f"result: {'yes' if value else 'no'}")
+        shown = f"{_label(holder.code)}: {'yes' if value else 'no'}"
+        return (Status.MET, None) if value == p.value_boolean else (Status.NOT_MET, shown)
     return Status.MET, None
 
 

@@ -13,8 +13,6 @@ import time
 
 import pytest
 
-from cds_service.config import Settings
-from cds_service.web.app import create_app
 from tests.conftest import FIXTURES
 from tests.conftest import load_json
 from tests.support.crd import check_response
@@ -57,8 +55,8 @@ def _answer(response) -> dict:
 
 
 @pytest.fixture
-def client(tmp_path):
-    return create_app(Settings(data_dir=tmp_path, fhir_page_size=3)).test_client()
+def client(make_client):
+    return make_client(fhir_page_size=3)
 
 
 @pytest.mark.parametrize("path", REQUESTS, ids=[p.name.split(".")[0] for p in REQUESTS])
@@ -114,8 +112,8 @@ def test_partial_prefetch_fetches_only_what_is_missing(client, loaded_server):
 
 
 @pytest.mark.parametrize("fault", [{"status": 500}, {"body": "not json"}, {"delay_ms": 5000}])
-def test_failing_server_means_undetermined_not_covered(tmp_path, loaded_server, fault):
-    client = create_app(Settings(data_dir=tmp_path, hook_deadline_seconds=1.5, fhir_read_timeout=1.0)).test_client()
+def test_failing_server_means_undetermined_not_covered(make_client, loaded_server, fault):
+    client = make_client(hook_deadline_seconds=1.5, fhir_read_timeout=1.0)
     body = load_json(FIXTURES / "requests" / "sclero-meets.order-sign.json")
     assert "covered" in json.dumps(_answer(client.post(SIGN, json=body))["decisions"])
     loaded_server.set_faults({"Observation": fault})
