@@ -32,6 +32,7 @@ test-deps: install node-deps postgres
 
 test: test-deps
 	$(BIN)/python tools/build_requests.py --check
+	$(BIN)/python tools/terminology_doc.py --check
 	$(BIN)/python -m pytest
 
 bench: install node-deps

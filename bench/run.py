@@ -1,0 +1,395 @@
+#!/usr/bin/env python
+"""The service benchmark (``make bench``): one run, four measurements, PASS/FAIL against the targets.
+
+a. framework ceiling: bench/bare_app.py (Flask under gunicorn, the service's gunicorn settings)
+   parses the JSON body and answers {"cards": []};
+b. order-sign with a realistic request (bench/workload.py: one patient, CPT 37238 + 64493 + 22633,
+   ~530-resource prefetch) against ``cds-service serve``; a and b under identical wrk settings,
+   then a long run of b for RSS per worker before/after;
+c. JSON-parse floor: the same body parsed in-process (orjson, json);
+d. FHIR path: the same chart in the FHIR test server (Medplum, Node), the same request without
+   prefetch; queries per hook (and N+1 checks), the hook's latency vs its slowest single query.
+
+    python bench/run.py            # full run (~3 min)
+    python bench/run.py --quick    # short run (~1 min), for a smoke test
+    python bench/run.py --help
+
+Writes bench/results/latest.md and bench/results/latest.json (and logs/ beside them).
+Exit status: 0 when the benchmark ran (targets may FAIL; add --strict to exit 1 then), 2 on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from datetime import datetime
+from datetime import timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import requests  # noqa: E402
+
+from bench.fhir_path import check_reads  # noqa: E402
+from bench.fhir_path import classify  # noqa: E402
+from bench.fhir_path import replay  # noqa: E402
+from bench.fhir_path import summarize_stats  # noqa: E402
+from bench.loadgen import WrkSettings  # noqa: E402
+from bench.loadgen import run_wrk  # noqa: E402
+from bench.loadgen import wrk_version  # noqa: E402
+from bench.procs import GunicornServer  # noqa: E402
+from bench.report import render_markdown  # noqa: E402
+from bench.report import render_table  # noqa: E402
+from bench.report import targets  # noqa: E402
+from bench.workload import ORDER_CODES  # noqa: E402
+from bench.workload import PATIENT_ID  # noqa: E402
+from bench.workload import Workload  # noqa: E402
+
+SERVICE_PATH = "/cds-services/order-sign-crd"
+COVERAGE_INFO = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
+FHIR_TOKEN = "bench-token"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run: 3 s measurements, 10 s soak")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for a and b (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="gthread threads per worker (default: CDS_THREADS or 4)")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=None, help="seconds per measured wrk run (default 15)")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load (default 5)")
+    parser.add_argument("--soak", type=float, default=None, help="seconds of load between RSS samples (default 60)")
+    parser.add_argument("--fhir-duration", type=float, default=None, help="seconds of FHIR-path load at c=1 (default 10)")
+    parser.add_argument("--replays", type=int, default=None, help="timed replays per FHIR query (default 20)")
+    parser.add_argument("--skip-fhir", action="store_true", help="skip d (no Node FHIR server)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.duration = args.duration or (3 if quick else 15)
+    args.warmup = args.warmup or (1 if quick else 5)
+    args.soak = args.soak or (10 if quick else 60)
+    args.fhir_duration = args.fhir_duration or (3 if quick else 10)
+    args.replays = args.replays or (5 if quick else 20)
+    if args.threads is None:
+        from cds_service.config import Settings
+        args.threads = Settings().threads
+    return args
+
+
+def _terminate(signum, _frame):  # SIGTERM/SIGHUP: unwind through every finally (servers are stopped there)
+    raise SystemExit(128 + signum)
+
+
+def child_env(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env.update({
+        "CDS_HOST": "127.0.0.1", "CDS_WORKERS": str(args.workers), "CDS_THREADS": str(args.threads),
+        "CDS_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    return env
+
+
+def environment(args: argparse.Namespace) -> dict:
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return ""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    import flask
+    import gunicorn
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "cds_service", "cards")),
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "flask": flask.__version__ if hasattr(flask, "__version__") else "", "gunicorn": gunicorn.__version__,
+        "orjson": orjson.__version__, "wrk": wrk_version(),
+        "gunicorn_settings": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads,
+                              "bind": "127.0.0.1:<free port>", "timeout": 30, "accesslog": "-"},
+        "wrk_settings": {"threads": args.wrk_threads, "connections": args.connections, "duration_s": args.duration,
+                         "warmup_s": args.warmup, "soak_s": args.soak},
+        "quick": args.quick,
+    }
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def check_hook_response(response: requests.Response, orders: int) -> list[str]:
+    """Problems with a hook answer: must be 200 with cards and one coverage-information action per order."""
+    if response.status_code != 200:
+        return [f"status {response.status_code}: {response.text[:300]}"]
+    data = response.json()
+    problems = []
+    if not data.get("cards"):
+        problems.append("no cards")
+    actions = data.get("systemActions") or []
+    with_coverage = [a for a in actions
+                     if any(e.get("url") == COVERAGE_INFO for e in (a.get("resource") or {}).get("extension") or ())]
+    if len(with_coverage) != orders:
+        problems.append(f"{len(with_coverage)} coverage-information systemActions, expected {orders}")
+    return problems
+
+
+def outcomes(response: requests.Response) -> list[str]:
+    return [c.get("summary", "") for c in response.json().get("cards", [])]
+
+
+def post(url: str, body: bytes) -> requests.Response:
+    return requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+def parse_floor(body: bytes, quick: bool) -> dict:
+    """c: in-process parse of the same body, median µs per call (orjson, json; plus request-model validation)."""
+    from cds_service.cdshooks import parse_hook_request
+
+    text = body.decode()
+    repeat, number = (7, 20) if quick else (15, 50)
+
+    def median_us(stmt) -> float:
+        runs = timeit.Timer(stmt).repeat(repeat=repeat, number=number)
+        return round(statistics.median(runs) / number * 1e6, 1)
+
+    return {
+        "body_bytes": len(body),
+        "orjson_us": median_us(lambda: orjson.loads(body)),
+        "json_us": median_us(lambda: json.loads(text)),
+        "parse_hook_request_us": median_us(lambda: parse_hook_request(body)),
+    }
+
+
+def in_process_hook(body: bytes, data_dir: Path, iterations: int) -> dict:
+    """The hook through Flask's test client, one thread, no network: the service's own work per call."""
+    from cds_service.config import Settings
+    from cds_service.web.app import create_app
+
+    app = create_app(Settings(data_dir=data_dir, log_level="WARNING"))
+    client = app.test_client()
+    for _ in range(3):
+        client.post(SERVICE_PATH, data=body, content_type="application/json")
+    times = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        response = client.post(SERVICE_PATH, data=body, content_type="application/json")
+        times.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.status_code
+    return {"iterations": iterations, "median_ms": round(statistics.median(times) * 1000, 2),
+            "min_ms": round(min(times) * 1000, 2)}
+
+
+def load_phase(server: GunicornServer, body_file: Path, args: argparse.Namespace, wrk: WrkSettings,
+               logfile: Path) -> dict:
+    url = server.url + SERVICE_PATH
+    run_wrk(url, body_file, args.warmup, wrk, logfile)
+    result = run_wrk(url, body_file, args.duration, wrk, logfile)
+    if result["error_count"]:
+        raise RuntimeError(f"{server.name}: wrk reported errors {result['errors']} (see {logfile})")
+    return result
+
+
+def measure_bare(args, env, body_file: Path, wrk: WrkSettings, logs: Path, stack) -> dict:
+    server = GunicornServer("a-bare", [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", "{port}"],
+                            env, logs, args.workers)
+    try:
+        server.start()
+        log(f"a: bare Flask app on {server.url}, workers {server.worker_pids()}")
+        response = post(server.url + SERVICE_PATH, body_file.read_bytes())
+        if response.status_code != 200 or response.json() != {"cards": []}:
+            raise RuntimeError(f"bare app answered {response.status_code}: {response.text[:200]}")
+        result = load_phase(server, body_file, args, wrk, logs / "wrk.log")
+        result["rss_kib"] = server.rss()
+        log(f"a: {result['rps']} req/s, p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms")
+        return result
+    finally:
+        server.stop()
+
+
+def start_service(args, env, logs: Path) -> GunicornServer:
+    argv = [str(Path(sys.executable).parent / "cds-service"), "serve", "--host", "127.0.0.1", "--port", "{port}",
+            "--workers", str(args.workers)]
+    return GunicornServer("b-service", argv, env, logs, args.workers).start()
+
+
+def measure_service(server: GunicornServer, args, body_file: Path, wrk: WrkSettings, logs: Path) -> dict:
+    response = post(server.url + SERVICE_PATH, body_file.read_bytes())
+    problems = check_hook_response(response, len(ORDER_CODES))
+    if problems:
+        raise RuntimeError(f"service answer to request b is not as expected: {problems}")
+    log(f"b: checked: 200, {len(response.json()['cards'])} cards, {len(ORDER_CODES)} coverage-information actions")
+    rss_boot = server.rss()
+    result = load_phase(server, body_file, args, wrk, logs / "wrk.log")
+    log(f"b: {result['rps']} req/s, p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms")
+    workers_before = server.worker_pids()
+    rss_before = server.rss()
+    log(f"b: soak {args.soak:.0f} s for RSS (workers {workers_before})")
+    soak = run_wrk(server.url + SERVICE_PATH, body_file, args.soak, wrk, logs / "wrk.log")
+    rss_after = server.rss()
+    workers_after = server.worker_pids()
+    result.update({
+        "cards": outcomes(response),
+        "rss_kib": {"boot": rss_boot, "before": rss_before, "after": rss_after},
+        "workers_restarted": workers_before != workers_after,
+        "soak": {k: soak[k] for k in ("requests", "seconds", "rps", "latency_ms", "errors", "error_count")},
+    })
+    return result
+
+
+def measure_fhir(server: GunicornServer, workload: Workload, args, tmp: Path, logs: Path) -> dict:
+    from tests.support.fhir_server import FhirTestServer
+
+    fhir = FhirTestServer(token=FHIR_TOKEN)
+    fhir.start()
+    try:
+        log(f"d: FHIR test server on {fhir.base_url} (started in {fhir.startup_seconds:.1f} s)")
+        for bundle in workload.transaction_bundles():
+            fhir.load(bundle)
+        url = server.url + SERVICE_PATH
+        body = orjson.dumps(workload.fhir_request(fhir.base_url, FHIR_TOKEN))
+        body_file = tmp / "request-fhir.json"
+        body_file.write_bytes(body)
+
+        post(url, body)  # first call: worker-side imports, connection pool
+        fhir.reset_stats()
+        response = post(url, body)
+        stats = fhir.stats()
+        problems = check_hook_response(response, len(ORDER_CODES))
+        if problems:
+            raise RuntimeError(f"service answer on the FHIR path is not as expected: {problems}")
+
+        # The same call with each order twice (new ids): per-order queries would double the count.
+        doubled = workload.drafts + [dict(d, id=f"{d['id']}-again") for d in workload.drafts]
+        fhir.reset_stats()
+        response_doubled = post(url, orjson.dumps(workload.fhir_request(fhir.base_url, FHIR_TOKEN, doubled)))
+        stats_doubled = fhir.stats()
+        if check_hook_response(response_doubled, len(doubled)):
+            raise RuntimeError(f"6-order FHIR-path call failed: {check_hook_response(response_doubled, len(doubled))}")
+
+        kinds = classify(stats)
+        n_plus_one = kinds["problems"] + check_reads(kinds["reads"], PATIENT_ID)
+        if len(stats_doubled) != len(stats):
+            n_plus_one.append(f"{len(stats)} queries for 3 orders but {len(stats_doubled)} for 6")
+        failed = [s for s in stats if s["status"] != 200]
+        log(f"d: {len(stats)} FHIR queries per hook ({len(stats_doubled)} with 6 orders); "
+            f"N+1 problems: {n_plus_one or 'none'}")
+
+        wrk = WrkSettings(threads=1, connections=1)
+        run_wrk(url, body_file, min(args.warmup, 3), wrk, logs / "wrk.log")
+        fhir.reset_stats()
+        hook = run_wrk(url, body_file, args.fhir_duration, wrk, logs / "wrk.log")
+        if hook["error_count"]:
+            raise RuntimeError(f"FHIR path: wrk reported errors {hook['errors']}")
+        load_stats = fhir.stats()
+        fhir.reset_stats()
+
+        replays = replay(fhir.root_url, stats, FHIR_TOKEN, args.replays)
+        slowest = max(replays, key=lambda r: r["median_ms"])
+        total_sequential = round(sum(r["median_ms"] for r in replays), 2)
+        log(f"d: hook p50 {hook['latency_ms']['p50']} ms; slowest query {slowest['median_ms']} ms "
+            f"({slowest['request'][:60]}); sum of queries {total_sequential} ms")
+        return {
+            "queries_per_hook": len(stats),
+            "queries_per_hook_6_orders": len(stats_doubled),
+            "queries_during_load_per_hook": round(len(load_stats) / hook["requests"], 2) if hook["requests"] else None,
+            "non_200_queries": len(failed),
+            "reads": kinds["reads"], "searches": kinds["searches"],
+            "n_plus_one": n_plus_one,
+            "queries": summarize_stats(stats),
+            "cards": outcomes(response),
+            "hook": {k: hook[k] for k in ("command", "requests", "seconds", "rps", "latency_ms", "errors")},
+            "replay": replays,
+            "slowest_query_ms": slowest["median_ms"],
+            "slowest_query": slowest["request"],
+            "sum_of_queries_ms": total_sequential,
+            "ratio_total_to_slowest": round(hook["latency_ms"]["p50"] / slowest["median_ms"], 2),
+            "ratio_total_to_sum": round(hook["latency_ms"]["p50"] / total_sequential, 2),
+        }
+    finally:
+        fhir.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+    out: Path = args.out
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.unlink()
+    wrk = WrkSettings(threads=args.wrk_threads, connections=args.connections)
+    results: dict = {"environment": environment(args)}
+    started = time.monotonic()
+
+    with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmpname:
+        tmp = Path(tmpname)
+        workload = Workload()
+        body = orjson.dumps(workload.prefetch_request())
+        body_file = tmp / "request-prefetch.json"
+        body_file.write_bytes(body)
+        results["workload"] = {**workload.summary(), "body_bytes": len(body),
+                               "prefetch_resources": sum(len(v.get("entry") or ()) if isinstance(v, dict) and v.get("resourceType") == "Bundle"
+                                                         else int(bool(v)) for v in workload.prefetch_request()["prefetch"].values())}
+        log(f"workload: {results['workload']['resources']} resources, request body {len(body) / 1024:.0f} KiB")
+
+        results["parse"] = parse_floor(body, args.quick)
+        results["in_process"] = in_process_hook(body, tmp / "data-inproc", 10 if args.quick else 30)
+        log(f"c: orjson {results['parse']['orjson_us']} µs, json {results['parse']['json_us']} µs; "
+            f"in-process hook {results['in_process']['median_ms']} ms")
+
+        env = child_env(args, tmp / "data-b")
+        results["a"] = measure_bare(args, env, body_file, wrk, logs, None)
+        service = start_service(args, env, logs)
+        try:
+            log(f"b: cds-service serve on {service.url}, workers {service.worker_pids()}")
+            results["b"] = measure_service(service, args, body_file, wrk, logs)
+            if not args.skip_fhir:
+                results["d"] = measure_fhir(service, workload, args, tmp, logs)
+        finally:
+            service.stop()
+
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["targets"] = targets(results)
+    table = render_table(results)
+    print()
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "latest.md").write_text(render_markdown(results))
+    log(f"wrote {out / 'latest.md'} and {out / 'latest.json'} ({results['elapsed_s']} s)")
+    failed = [t for t in results["targets"] if not t["pass"]]
+    return 1 if (failed and args.strict) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\n[bench] interrupted; every process it started has been stopped", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - report and exit 2 after the finally blocks ran
+        import traceback
+        traceback.print_exc()
+        print(f"[bench] error: {exc}", file=sys.stderr)
+        sys.exit(2)
