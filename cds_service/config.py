@@ -6,14 +6,17 @@ Defaults are for a developer laptop: loopback only, bundled policies, SQLite in
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Annotated
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic import field_validator
 from pydantic_settings import BaseSettings
+from pydantic_settings import NoDecode
 from pydantic_settings import PydanticBaseSettingsSource
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import TomlConfigSettingsSource
@@ -39,7 +42,7 @@ class Settings(BaseSettings):
     fhir_page_limit: int = Field(10, ge=1, description="Bundle.link[next] pages followed per query")
     fhir_page_size: int = Field(100, ge=1, le=1000, description="_count sent on searches")
     fhir_concurrency: int = Field(8, ge=1, description="Parallel FHIR queries per hook call")
-    fhir_allowlist: list[str] = Field(
+    fhir_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1", "http://localhost", "http://[::1]"],
         description="FHIR base URL prefixes the service may contact (scheme://host[:port][/path])",
     )
@@ -48,14 +51,16 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     public_base_url: str | None = Field(None, description="Absolute base for links in cards (default: the request's)")
     log_level: str = "INFO"
 
     @field_validator("fhir_allowlist", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 

@@ -1,0 +1,180 @@
+"""CRD behaviour a client can steer: configuration options, versions, payers, and the CLI's view of it."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+
+from cds_service.config import Settings
+from tests.conftest import FIXTURES
+from tests.conftest import fixture_request
+from tests.support.crd import check_response
+from tests.support.hooks import condition
+from tests.support.hooks import full_prefetch
+from tests.support.hooks import hook_request
+from tests.support.hooks import service_request
+
+SIGN = "/cds-services/order-sign-crd"
+
+
+def _topics(data: dict) -> list[str]:
+    return [c["source"]["topic"]["code"] for c in data["cards"]]
+
+
+def _with_configuration(name: str, configuration: dict) -> dict:
+    body = fixture_request(name)
+    body["extension"] = {"davinci-crd.configuration": configuration}
+    return body
+
+
+def test_default_cards_for_a_documentation_gap(client):
+    data = client.post(SIGN, json=fixture_request("sclero-seed-case")).get_json()
+    assert _topics(data) == ["coverage-info", "therapy-alternatives-req", "guideline"]
+
+
+@pytest.mark.parametrize("configuration, topics, actions", [
+    ({"guideline": False}, ["coverage-info", "therapy-alternatives-req"], True),
+    ({"therapy-alternatives-req": False}, ["coverage-info", "guideline"], True),
+    ({"coverage-info": False}, ["therapy-alternatives-req", "guideline"], False),
+    ({"max-cards": 1}, ["coverage-info"], True),
+    ({"max-cards": 0}, [], True),
+    ({"request-form-completion": True}, ["coverage-info", "therapy-alternatives-req", "coverage-info", "guideline"], True),
+    ({"alt-drug": True, "guideline": "no", "max-cards": -3}, ["coverage-info", "therapy-alternatives-req", "guideline"], True),
+])
+def test_configuration_options_are_honoured(client, configuration, topics, actions):
+    body = _with_configuration("sclero-seed-case", configuration)
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    data = response.get_json()
+    assert _topics(data) == topics
+    assert bool(data.get("systemActions")) is actions
+    if actions:
+        assert not check_response(body, data, "order-sign")
+
+
+def test_request_form_card_creates_a_task_for_the_questionnaire(client):
+    data = client.post(SIGN, json=_with_configuration("sclero-seed-case", {"request-form-completion": True})).get_json()
+    card = next(c for c in data["cards"] if c.get("suggestions") and
+                c["suggestions"][0]["actions"][0]["resource"]["resourceType"] == "Task")
+    task = card["suggestions"][0]["actions"][0]["resource"]
+    assert task["code"]["coding"][0]["code"] == "complete-questionnaire"
+    assert task["input"][0]["valueCanonical"].startswith("http://example.org/fhir/cds-prior-auth/Questionnaire/sclerotherapy|")
+    assert {"reference": "ServiceRequest/sclero-seed-order-36470"} in task["basedOn"]
+
+
+def test_additional_order_already_drafted_is_not_suggested_again(client):
+    data = client.post(SIGN, json=fixture_request("sclero-sfj-reflux-with-ablation")).get_json()
+    suggested = [a["resource"]["code"]["coding"][0]["code"] for c in data["cards"]
+                 for s in c.get("suggestions", []) for a in s["actions"]]
+    assert "36475" not in suggested
+
+
+def test_requested_version_2_2_uses_indeterminate_when_evidence_is_missing(client):
+    prefetch = full_prefetch(condition("I87.1", "c1", text="May-Thurner"))
+    del prefetch["observations"]
+    body = hook_request(service_request("37238"), prefetch=prefetch, fhirServer="http://127.0.0.1:1/fhir")
+    for version, covered in (("2.2", "indeterminate"), ("2.0", "conditional"), ("9.9", "conditional")):
+        body["extension"] = {"davinci-crd.requestedVersion": version}
+        data = client.post(SIGN, json=body).get_json()
+        parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+        assert next(p["valueCode"] for p in parts if p["url"] == "covered") == covered
+        assert not check_response(body, data, "order-sign")
+
+
+def _payer_body(payor: dict, organization: dict | None = None) -> dict:
+    coverage = {"resourceType": "Coverage", "id": "cov", "status": "active", "beneficiary": {"reference": "Patient/p1"},
+                "payor": [payor]}
+    extra = [coverage] + ([organization] if organization else [])
+    # Multiple sclerosis + venous angioplasty: Healthy Blue's guideline calls it investigational; Cohere's has no
+    # such exclusion (and does not cover 37248 at all).
+    return hook_request(service_request("37248"), prefetch=full_prefetch(condition("G35.D", "ms"), *extra))
+
+
+@pytest.mark.parametrize("payor, organization, label", [
+    ({"reference": "Organization/hb"}, {"resourceType": "Organization", "id": "hb", "name": "Somewhere",
+                                         "identifier": [{"system": "http://example.org/fhir/payer-id",
+                                                         "value": "healthy-blue"}]}, "Healthy Blue"),
+    ({"identifier": {"system": "http://example.org/fhir/payer-id", "value": "healthy-blue"}}, None, "Healthy Blue"),
+    ({"display": "healthy blue"}, None, "Healthy Blue"),
+    ({"reference": "Organization/x"}, {"resourceType": "Organization", "id": "x", "name": "Healthy Blue"}, "Healthy Blue"),
+])
+def test_payer_comes_from_the_coverage(client, payor, organization, label):
+    data = client.post(SIGN, json=_payer_body(payor, organization)).get_json()
+    assert {c["source"]["label"] for c in data["cards"]} == {label}
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "not-covered"
+    assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {"reference": "Coverage/cov"}
+
+
+def test_the_two_demo_payers_answer_with_their_own_policies(client):
+    cohere = client.post(SIGN, json=_payer_body({"identifier": {"system": "http://example.org/fhir/payer-id",
+                                                                 "value": "cohere-demo"}})).get_json()
+    parts = cohere["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "covered"  # no Cohere policy for 37248
+    assert next(p["valueCode"] for p in parts if p["url"] == "pa-needed") == "no-auth"
+    assert cohere["cards"] == []
+
+
+def test_without_coverage_the_default_payer_answers_and_says_so(client):
+    body = hook_request(service_request("37238"), prefetch=full_prefetch())
+    data = client.post(SIGN, json=body).get_json()
+    assert data["cards"][0]["source"]["label"] == "Cohere demo plan"
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert any(p["url"] == "reason" and "No active Coverage" in p["valueCodeableConcept"]["text"] for p in parts)
+
+
+def test_unknown_payer_is_rejected_when_configured(tmp_path, make_client):
+    policies = tmp_path / "cards"
+    import shutil
+
+    from cds_service.catalog import bundled_policy_dir
+
+    shutil.copytree(bundled_policy_dir(), policies)
+    payers = policies / "payers.yaml"
+    payers.write_text(payers.read_text().replace("unknown_payer: default", "unknown_payer: reject"))
+    client = make_client(policy_dir=policies)
+    response = client.post(SIGN, json=_payer_body({"display": "Acme Health"}))
+    assert response.status_code == 400
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.coverage"]
+
+
+def test_cli_evaluate_prints_the_three_valued_tree():
+    result = subprocess.run([sys.executable, "-m", "cds_service.cli", "evaluate",
+                             str(FIXTURES / "requests" / "mbb-seed-case.order-sign.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "ServiceRequest/mbb-seed-order-64493 CPT 64493: not-medically-necessary" in out
+    assert "[NOT MET]" in out and "[undocumented]" in out and "[met]" in out
+    assert "cite:" in out and "evidence: Condition/mbb-seed-radiculopathy" in out
+    bundle = subprocess.run([sys.executable, "-m", "cds_service.cli", "evaluate",
+                             str(FIXTURES / "patients" / "fusion-meets.json"), "--order", "fusion-meets-order-22633"],
+                            capture_output=True, text=True)
+    assert bundle.returncode == 0 and "meets-criteria" in bundle.stdout
+
+
+def test_settings_from_a_toml_file_and_environment(tmp_path, monkeypatch):
+    config = tmp_path / "cds.toml"
+    config.write_text('port = 9191\nfhir_allowlist = ["https://ehr.example.org/fhir"]\nhook_deadline_seconds = 3.5\n')
+    monkeypatch.setenv("CDS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("CDS_PORT", "9292")
+    settings = Settings()
+    assert settings.port == 9292, "environment wins over the file"
+    assert settings.fhir_allowlist == ["https://ehr.example.org/fhir"] and settings.hook_deadline_seconds == 3.5
+    monkeypatch.setenv("CDS_FHIR_ALLOWLIST", "https://a.example/fhir, https://b.example")
+    assert Settings().fhir_allowlist == ["https://a.example/fhir", "https://b.example"]
+    monkeypatch.setenv("CDS_FHIR_ALLOWLIST", "ftp://nope")
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def test_order_select_answers_only_the_selected_orders(client):
+    body = copy.deepcopy(fixture_request("mbb-seed-case"))
+    body["hook"] = "order-select"
+    body["context"]["selections"] = ["ServiceRequest/mbb-seed-order-64493"]
+    data = client.post("/cds-services/order-select-crd", json=body).get_json()
+    assert [a["resource"]["id"] for a in data["systemActions"]] == ["mbb-seed-order-64493"]
+    assert not check_response(body, data, "order-select")
