@@ -80,6 +80,15 @@ def test_at_least_and_when():
     assert run(implication, {1: "undocumented", 2: "not-met"}).outcome is Outcome.DOCUMENTATION_NEEDED
 
 
+def test_any_form_lets_a_documented_contradiction_stand():
+    forms = {"any_form": [leaf(1), leaf(2)], "id": "finding", "text": "one finding, two encodings"}
+    assert run(forms, {1: "met", 2: "not-met"}).outcome is Outcome.MEETS_CRITERIA
+    assert run(forms, {1: "not-met", 2: "undocumented"}).outcome is Outcome.NOT_MEDICALLY_NECESSARY
+    assert run(forms, {1: "undocumented", 2: "undocumented"}).missing_ids == ("finding",)
+    either = {"any_of": [leaf(1), leaf(2)], "id": "either", "text": "either"}
+    assert run(either, {1: "not-met", 2: "undocumented"}).outcome is Outcome.DOCUMENTATION_NEEDED
+
+
 def test_a_met_exclusion_overrides_met_criteria():
     evaluation = run(leaf(1), {1: "met", 2: "met"}, exclusions=[leaf(2)])
     assert evaluation.outcome is Outcome.NOT_MEDICALLY_NECESSARY and evaluation.failed_ids == ("leaf-2",)

@@ -30,6 +30,7 @@ from .predicates import LeafOutcome
 from .predicates import Status
 from .schema import PREDICATE_RESOURCES
 from .schema import AllOf
+from .schema import AnyForm
 from .schema import AnyOf
 from .schema import AtLeast
 from .schema import Citation
@@ -153,6 +154,9 @@ class _Evaluator:
             status = _all(statuses)
         elif isinstance(node, AnyOf):
             status = _any(statuses)
+        elif isinstance(node, AnyForm):
+            status = Status.MET if Status.MET in statuses else (
+                Status.NOT_MET if Status.NOT_MET in statuses else Status.UNDOCUMENTED)
         elif isinstance(node, Not):
             status = {Status.MET: Status.NOT_MET, Status.NOT_MET: Status.MET}.get(statuses[0], Status.UNDOCUMENTED)
         elif isinstance(node, AtLeast):
@@ -283,7 +287,7 @@ def _open(result: NodeResult, status: Status) -> list[Finding]:
             return [replace(f, consequence=then.node.text) for f in _open(guard, status)]
         known = guard.status is Status.MET
         return [replace(f, condition=guard.node.text, condition_met=known) for f in _open(then, status)]
-    if isinstance(node, AnyOf) and status is Status.UNDOCUMENTED:
+    if isinstance(node, (AnyOf, AnyForm)) and status is Status.UNDOCUMENTED:
         candidates = [c for c in result.children if c.status is Status.UNDOCUMENTED]
         partial = [c for c in candidates if _met_leaves(c) > 0]
         if len(partial) == 1:
@@ -322,7 +326,7 @@ def _met(result: NodeResult) -> list[Finding]:
     if isinstance(node, Not):
         return [_finding(result, evidence=result.children[0].evidence)] if result.status is Status.MET else []
     children = list(result.children)
-    if isinstance(node, (AnyOf, AtLeast)):
+    if isinstance(node, (AnyOf, AnyForm, AtLeast)):
         if result.status is Status.MET:
             children = [c for c in children if c.status is Status.MET]
         else:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from .schema import PREDICATE_RESOURCES
 from .schema import AllOf
+from .schema import AnyForm
 from .schema import AnyOf
 from .schema import AtLeast
 from .schema import Leaf
@@ -114,7 +115,7 @@ def validation_problems(exc: ValidationError, data: Any, lines: dict[Path_, int]
     return problems
 
 
-_TAG_NAMES = {"all_of", "any_of", "not", "at_least", "when", "per_level", "ref", "leaf"}
+_TAG_NAMES = {"all_of", "any_of", "any_form", "not", "at_least", "when", "per_level", "ref", "leaf"}
 
 
 @dataclass(frozen=True)
@@ -203,8 +204,8 @@ def _walk_paths(node: Node, path: Path_, inside_level: bool) -> Iterator[tuple[N
     if isinstance(node, PerLevel):
         yield from _walk_paths(node.per_level, path + ("per_level",), True)
         return
-    if isinstance(node, (AllOf, AnyOf, AtLeast)):
-        name = "of" if isinstance(node, AtLeast) else ("all_of" if isinstance(node, AllOf) else "any_of")
+    if isinstance(node, (AllOf, AnyOf, AnyForm, AtLeast)):
+        name = {AllOf: "all_of", AnyOf: "any_of", AnyForm: "any_form", AtLeast: "of"}[type(node)]
         for i, child in enumerate(node.children()):
             yield from _walk_paths(child, path + (name, i), inside_level)
     elif isinstance(node, Not):

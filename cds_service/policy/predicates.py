@@ -153,6 +153,8 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
         elif clinical is not None and clinical not in _ACTIVE and not p.history:
             contradicting.append(resource)
             reasons.append(f"{label} is {clinical}")
+        elif p.onset_before is not None and not _onset_before(typed, p.onset_before, ctx.as_of):
+            reasons.append(f"{label} began less than {p.onset_before} before the order (or its onset is not recorded)")
         elif p.severity is not None and not p.severity.matches_concept(_concept_dict(typed.severity)):
             if typed.severity is None:
                 reasons.append(f"{label} without a documented severity")
@@ -167,12 +169,18 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
     # (the order says the condition is current again).
     if refuted:
         return LeafOutcome(Status.NOT_MET, tuple(map(_ref, refuted + contradicting)), "; ".join(reasons))
-    if p.codes is not None and p.severity is None and p.body_site is None and not p.at_level:
+    if p.codes is not None and p.severity is None and p.body_site is None and not p.at_level and not p.onset_before:
         if any(p.codes.contains(system, code) for system, code in ctx.order.reason_codings):
             return LeafOutcome(Status.MET, (ctx.order.reference,), "diagnosis stated on the order")
     if contradicting:
         return LeafOutcome(Status.NOT_MET, tuple(map(_ref, contradicting)), "; ".join(reasons))
     return _undocumented("; ".join(reasons) or None, found=bool(reasons))
+
+
+def _onset_before(condition: Any, period: Duration, as_of: date) -> bool:
+    onset = parse_fhir_date(condition.onsetDateTime or (condition.onsetPeriod.start if condition.onsetPeriod else None)
+                            or condition.recordedDate)
+    return onset is not None and onset <= period.before(as_of)
 
 
 def _label(concept: Any) -> str:

@@ -140,6 +140,8 @@ class ConditionPredicate(_Predicate):
     at_level: bool = False
     #: "History of": a resolved or inactive Condition counts too (refuted never does).
     history: bool = False
+    #: Chronic: the onset (or, failing that, the recorded date) is at least this long before the order.
+    onset_before: Period | None = None
 
     @model_validator(mode="after")
     def _needs_something(self) -> "ConditionPredicate":
@@ -421,6 +423,21 @@ class AnyOf(Node):
         return self.any_of
 
 
+class AnyForm(Node):
+    """One finding recorded in several ways (a coded Observation, a Condition, ...).
+
+    Met if any form shows it; not met if a form contradicts it and none shows it; else
+    undocumented. Unlike ``any_of``, a documented contradiction is not undone by a form
+    that is merely absent.
+    """
+
+    text: str
+    any_form: tuple["Criterion", ...] = Field(min_length=2)
+
+    def children(self) -> tuple["Criterion", ...]:
+        return self.any_form
+
+
 class AtLeast(Node):
     text: str
     at_least: int = Field(ge=1)
@@ -478,7 +495,7 @@ class Ref(Node):
     ref: str
 
 
-COMPOSITE_KEYS = ("all_of", "any_of", "not", "at_least", "when", "per_level", "ref")
+COMPOSITE_KEYS = ("all_of", "any_of", "any_form", "not", "at_least", "when", "per_level", "ref")
 
 
 def _node_kind(value: Any) -> str:
@@ -495,6 +512,7 @@ Criterion = Annotated[
     Union[
         Annotated[AllOf, Tag("all_of")],
         Annotated[AnyOf, Tag("any_of")],
+        Annotated[AnyForm, Tag("any_form")],
         Annotated[Not, Tag("not")],
         Annotated[AtLeast, Tag("at_least")],
         Annotated[When, Tag("when")],
@@ -505,11 +523,11 @@ Criterion = Annotated[
     Discriminator(_node_kind),
 ]
 _TAGS: dict[type[Node], str] = {
-    AllOf: "all_of", AnyOf: "any_of", Not: "not", AtLeast: "at_least",
+    AllOf: "all_of", AnyOf: "any_of", AnyForm: "any_form", Not: "not", AtLeast: "at_least",
     When: "when", PerLevel: "per_level", Ref: "ref", Leaf: "leaf",
 }
 
-for _model in (AllOf, AnyOf, Not, AtLeast, When, PerLevel):
+for _model in (AllOf, AnyOf, AnyForm, Not, AtLeast, When, PerLevel):
     _model.model_rebuild()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from ..policy.schema import AllOf
+from ..policy.schema import AnyForm
 from ..policy.schema import AnyOf
 from ..policy.schema import AtLeast
 from ..policy.schema import Leaf
@@ -35,6 +36,8 @@ def _label(node: Node) -> str:
         return "All of the following"
     if isinstance(node, AnyOf):
         return "Any one of the following"
+    if isinstance(node, AnyForm):
+        return "Recorded in any of these ways"
     if isinstance(node, AtLeast):
         return f"At least {node.at_least} of the following"
     if isinstance(node, Not):
