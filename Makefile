@@ -35,8 +35,11 @@ test: test-deps
 	$(BIN)/python tools/terminology_doc.py --check
 	$(BIN)/python -m pytest
 
+# The benchmark (bench/README.md): wrk from Debian, the npm FHIR test server. `make bench BENCH_ARGS=--quick`.
 bench: install node-deps
-	$(BIN)/python bench/run.py
+	@command -v wrk >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; fi; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 check-policies: $(BIN)/python
 	$(BIN)/pip install --quiet -e .

@@ -22,6 +22,10 @@ class WrkSettings:
     threads: int = 2
     connections: int = 8
     timeout_s: int = 10
+    #: False: "Connection: close" on every request (the default, see bench/README.md): with
+    #: keep-alive, gunicorn's gthread workers keep the connections they happened to accept,
+    #: and often one worker gets all 8 while the other idles, which halves throughput at random.
+    keepalive: bool = False
 
 
 def wrk_binary() -> str:
@@ -33,7 +37,8 @@ def wrk_binary() -> str:
 
 def wrk_version() -> str:
     out = subprocess.run([wrk_binary(), "-v"], capture_output=True, text=True)
-    return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "wrk"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0].split(" Copyright")[0].strip() if text else "wrk"
 
 
 def run_wrk(url: str, body_file: Path, seconds: float, settings: WrkSettings, log: Path | None = None) -> dict:
@@ -41,7 +46,7 @@ def run_wrk(url: str, body_file: Path, seconds: float, settings: WrkSettings, lo
     threads = min(settings.threads, settings.connections)
     argv = [wrk_binary(), f"-t{threads}", f"-c{settings.connections}", f"-d{max(1, round(seconds))}s",
             "--latency", f"--timeout={settings.timeout_s}s", "-s", str(LUA), url]
-    env = dict(os.environ, WRK_BODY_FILE=str(body_file))
+    env = dict(os.environ, WRK_BODY_FILE=str(body_file), WRK_CONNECTION_CLOSE="0" if settings.keepalive else "1")
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)
     if log is not None:
         with open(log, "a") as handle:
@@ -54,7 +59,8 @@ def run_wrk(url: str, body_file: Path, seconds: float, settings: WrkSettings, lo
     seconds_run = raw["duration_us"] / 1e6
     errors = raw["errors"]
     return {
-        "command": " ".join(argv[:-3] + ["-s", "bench/post.lua", url]),
+        "command": ("" if settings.keepalive else "WRK_CONNECTION_CLOSE=1 ")
+                   + " ".join(argv[:-3] + ["-s", "bench/post.lua", url]),
         "requests": raw["requests"],
         "seconds": round(seconds_run, 2),
         "rps": round(raw["requests"] / seconds_run, 1) if seconds_run else 0.0,

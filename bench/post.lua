@@ -6,6 +6,10 @@ wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json"
+if os.getenv("WRK_CONNECTION_CLOSE") == "1" then
+  -- a new connection per request: gunicorn's workers each accept their share (see bench/README.md)
+  wrk.headers["Connection"] = "close"
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -57,6 +57,19 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of *pid* so far (from /proc/<pid>/stat)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _HZ
+
+
 def rss_kib(pid: int) -> int | None:
     """VmRSS of *pid* in KiB (from /proc/<pid>/status)."""
     try:
@@ -153,6 +166,10 @@ class GunicornServer:
         if self.proc is not None:
             values["master"] = rss_kib(self.proc.pid)
         return values
+
+    def cpu(self) -> dict[str, float | None]:
+        """{pid: CPU seconds so far} for each worker."""
+        return {str(pid): cpu_seconds(pid) for pid in self.worker_pids()}
 
     def stderr_tail(self, lines: int = 30) -> str:
         path = self.log_dir / f"{self.name}.stderr.log"

@@ -51,6 +51,7 @@ from bench.loadgen import wrk_version  # noqa: E402
 from bench.procs import GunicornServer  # noqa: E402
 from bench.report import render_markdown  # noqa: E402
 from bench.report import render_table  # noqa: E402
+from bench.report import summary  # noqa: E402
 from bench.report import targets  # noqa: E402
 from bench.workload import ORDER_CODES  # noqa: E402
 from bench.workload import PATIENT_ID  # noqa: E402
@@ -78,15 +79,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fhir-duration", type=float, default=None, help="seconds of FHIR-path load at c=1 (default 10)")
     parser.add_argument("--replays", type=int, default=None, help="timed replays per FHIR query (default 20)")
     parser.add_argument("--skip-fhir", action="store_true", help="skip d (no Node FHIR server)")
+    parser.add_argument("--keepalive", action="store_true",
+                        help="let wrk keep connections alive (default: Connection: close, see bench/README.md)")
+    parser.add_argument("--src", type=Path, help="benchmark the cds_service package in this directory instead of the "
+                        "checkout's (a scratch copy holding a prototype fix); it must contain cds_service/cards")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
     args = parser.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (3 if quick else 15)
-    args.warmup = args.warmup or (1 if quick else 5)
+    args.warmup = args.warmup or (2 if quick else 5)
     args.soak = args.soak or (10 if quick else 60)
     args.fhir_duration = args.fhir_duration or (3 if quick else 10)
     args.replays = args.replays or (5 if quick else 20)
+    if args.src is not None:
+        args.src = args.src.resolve()
+        if not (args.src / "cds_service" / "__init__.py").is_file():
+            parser.error(f"--src {args.src}: no cds_service package there")
+        sys.path.insert(0, str(args.src))
     if args.threads is None:
         from cds_service.config import Settings
         args.threads = Settings().threads
@@ -94,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _terminate(signum, _frame):  # SIGTERM/SIGHUP: unwind through every finally (servers are stopped there)
+    print(f"\n[bench] signal {signum}: stopping every process it started", file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)
 
 
@@ -104,6 +115,8 @@ def child_env(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
         "CDS_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     })
+    if args.src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(args.src)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 
 
@@ -115,18 +128,23 @@ def environment(args: argparse.Namespace) -> dict:
             return ""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    import flask
     import gunicorn
+
+    import cds_service
+    from importlib.metadata import version
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "cds_service", "cards")),
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-        "flask": flask.__version__ if hasattr(flask, "__version__") else "", "gunicorn": gunicorn.__version__,
+        "flask": version("flask"), "gunicorn": gunicorn.__version__,
+        "cds_service": str(Path(cds_service.__file__).parent), "src": str(args.src) if args.src else None,
         "orjson": orjson.__version__, "wrk": wrk_version(),
         "gunicorn_settings": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads,
                               "bind": "127.0.0.1:<free port>", "timeout": 30, "accesslog": "-"},
         "wrk_settings": {"threads": args.wrk_threads, "connections": args.connections, "duration_s": args.duration,
-                         "warmup_s": args.warmup, "soak_s": args.soak},
+                         "warmup_s": args.warmup, "soak_s": args.soak,
+                         "connection": "keep-alive" if args.keepalive else "close"},
+        "replays": args.replays, "fhir_duration_s": args.fhir_duration,
         "quick": args.quick,
     }
 
@@ -199,17 +217,31 @@ def in_process_hook(body: bytes, data_dir: Path, iterations: int) -> dict:
             "min_ms": round(min(times) * 1000, 2)}
 
 
-def load_phase(server: GunicornServer, body_file: Path, args: argparse.Namespace, wrk: WrkSettings,
-               logfile: Path) -> dict:
-    url = server.url + SERVICE_PATH
-    run_wrk(url, body_file, args.warmup, wrk, logfile)
-    result = run_wrk(url, body_file, args.duration, wrk, logfile)
+def measured_run(server: GunicornServer, body_file: Path, seconds: float, wrk: WrkSettings, logfile: Path) -> dict:
+    """One wrk run, with the workers' CPU time over it (how busy each worker was, CPU per request)."""
+    before = server.cpu()
+    result = run_wrk(server.url + SERVICE_PATH, body_file, seconds, wrk, logfile)
+    after = server.cpu()
     if result["error_count"]:
         raise RuntimeError(f"{server.name}: wrk reported errors {result['errors']} (see {logfile})")
+    used = {pid: round(after[pid] - before[pid], 2) for pid in before
+            if before[pid] is not None and after.get(pid) is not None}
+    total = sum(used.values())
+    result["worker_cpu"] = {
+        "seconds": used,
+        "utilisation_pct": round(total / result["seconds"] * 100) if result["seconds"] else None,
+        "ms_per_request": round(total / result["requests"] * 1000, 2) if result["requests"] else None,
+    }
     return result
 
 
-def measure_bare(args, env, body_file: Path, wrk: WrkSettings, logs: Path, stack) -> dict:
+def load_phase(server: GunicornServer, body_file: Path, args: argparse.Namespace, wrk: WrkSettings,
+               logfile: Path) -> dict:
+    run_wrk(server.url + SERVICE_PATH, body_file, args.warmup, wrk, logfile)
+    return measured_run(server, body_file, args.duration, wrk, logfile)
+
+
+def measure_bare(args, env, body_file: Path, wrk: WrkSettings, logs: Path) -> dict:
     server = GunicornServer("a-bare", [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", "{port}"],
                             env, logs, args.workers)
     try:
@@ -244,14 +276,14 @@ def measure_service(server: GunicornServer, args, body_file: Path, wrk: WrkSetti
     workers_before = server.worker_pids()
     rss_before = server.rss()
     log(f"b: soak {args.soak:.0f} s for RSS (workers {workers_before})")
-    soak = run_wrk(server.url + SERVICE_PATH, body_file, args.soak, wrk, logs / "wrk.log")
+    soak = measured_run(server, body_file, args.soak, wrk, logs / "wrk.log")
     rss_after = server.rss()
     workers_after = server.worker_pids()
     result.update({
         "cards": outcomes(response),
         "rss_kib": {"boot": rss_boot, "before": rss_before, "after": rss_after},
         "workers_restarted": workers_before != workers_after,
-        "soak": {k: soak[k] for k in ("requests", "seconds", "rps", "latency_ms", "errors", "error_count")},
+        "soak": {k: soak[k] for k in ("requests", "seconds", "rps", "latency_ms", "errors", "error_count", "worker_cpu")},
     })
     return result
 
@@ -294,7 +326,7 @@ def measure_fhir(server: GunicornServer, workload: Workload, args, tmp: Path, lo
         log(f"d: {len(stats)} FHIR queries per hook ({len(stats_doubled)} with 6 orders); "
             f"N+1 problems: {n_plus_one or 'none'}")
 
-        wrk = WrkSettings(threads=1, connections=1)
+        wrk = WrkSettings(threads=1, connections=1, keepalive=args.keepalive)
         run_wrk(url, body_file, min(args.warmup, 3), wrk, logs / "wrk.log")
         fhir.reset_stats()
         hook = run_wrk(url, body_file, args.fhir_duration, wrk, logs / "wrk.log")
@@ -338,19 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     for old in logs.glob("*.log"):
         old.unlink()
-    wrk = WrkSettings(threads=args.wrk_threads, connections=args.connections)
+    wrk = WrkSettings(threads=args.wrk_threads, connections=args.connections, keepalive=args.keepalive)
     results: dict = {"environment": environment(args)}
     started = time.monotonic()
 
     with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmpname:
         tmp = Path(tmpname)
         workload = Workload()
-        body = orjson.dumps(workload.prefetch_request())
+        request = workload.prefetch_request()
+        body = orjson.dumps(request)
         body_file = tmp / "request-prefetch.json"
         body_file.write_bytes(body)
-        results["workload"] = {**workload.summary(), "body_bytes": len(body),
-                               "prefetch_resources": sum(len(v.get("entry") or ()) if isinstance(v, dict) and v.get("resourceType") == "Bundle"
-                                                         else int(bool(v)) for v in workload.prefetch_request()["prefetch"].values())}
+        prefetched = sum(len(v.get("entry") or ()) if isinstance(v, dict) and v.get("resourceType") == "Bundle"
+                         else int(bool(v)) for v in request["prefetch"].values())
+        results["workload"] = {**workload.summary(), "body_bytes": len(body), "prefetch_resources": prefetched}
         log(f"workload: {results['workload']['resources']} resources, request body {len(body) / 1024:.0f} KiB")
 
         results["parse"] = parse_floor(body, args.quick)
@@ -359,17 +392,22 @@ def main(argv: list[str] | None = None) -> int:
             f"in-process hook {results['in_process']['median_ms']} ms")
 
         env = child_env(args, tmp / "data-b")
-        results["a"] = measure_bare(args, env, body_file, wrk, logs, None)
+        results["a"] = measure_bare(args, env, body_file, wrk, logs)
         service = start_service(args, env, logs)
         try:
             log(f"b: cds-service serve on {service.url}, workers {service.worker_pids()}")
             results["b"] = measure_service(service, args, body_file, wrk, logs)
             if not args.skip_fhir:
-                results["d"] = measure_fhir(service, workload, args, tmp, logs)
+                try:
+                    results["d"] = measure_fhir(service, workload, args, tmp, logs)
+                except Exception as exc:  # noqa: BLE001 - a and b stand on their own; d is reported as failed
+                    log(f"d: FAILED: {exc}")
+                    results["d_error"] = f"{type(exc).__name__}: {exc}"
         finally:
             service.stop()
 
     results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["summary"] = summary(results)
     results["targets"] = targets(results)
     table = render_table(results)
     print()
