@@ -43,6 +43,8 @@ class Catalog:
     policies: tuple[Policy, ...]
     payers: PayerConfig
     findings_codesystem: dict
+    #: (policy id, rule id) -> the resource types the rule reads, computed once at load
+    rule_types: dict[tuple[str, str], frozenset[str]]
 
     @classmethod
     def load(cls, directory: Path) -> "Catalog":
@@ -74,7 +76,9 @@ class Catalog:
                                                 f"not defined in {FINDINGS_FILE}")
         if problems:
             raise PolicyError(sorted(set(problems)))
-        return cls(directory, tuple(item.policy for item in loaded), payers, findings)
+        policies = tuple(item.policy for item in loaded)
+        types = {(p.id, r.id): resource_types(p, r) for p in policies for r in p.rules}
+        return cls(directory, policies, payers, findings, types)
 
     def policy(self, policy_id: str) -> Policy | None:
         return next((p for p in self.policies if p.id == policy_id), None)
@@ -98,7 +102,7 @@ class Catalog:
             for order in orders:
                 match = self.rule_for(payer.id, order)
                 if match is not None:
-                    types |= resource_types(*match)
+                    types |= self.rule_types[match[0].id, match[1].id]
         return frozenset(types)
 
 

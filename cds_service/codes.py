@@ -83,6 +83,15 @@ def normalize_code(system: str | None, code: str | None) -> str | None:
     return code
 
 
+def loose_code(code: str) -> str:
+    """A code reduced for indexing: the same for 'M54.16', 'm5416' and ' M54.16 '.
+
+    Coarser than ``normalize_code`` and system-blind, so a match on it is a candidate
+    that ``normalize_code`` then confirms.
+    """
+    return code.strip().replace(".", "").upper()
+
+
 def _luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):

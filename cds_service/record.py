@@ -2,11 +2,12 @@
 
 Built from plain JSON dicts (prefetch values, FHIR search results, draft
 orders). Indexing by resource type and code is cheap; full R4B validation is
-done lazily, only for resources a predicate matched (``typed``).
+done lazily, only for resources a predicate is about to count as evidence (``valid``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from dataclasses import field
@@ -21,9 +22,10 @@ from .codes import SYSTEM_LABELS
 from .codes import CodeSet
 from .codes import canonical_system
 from .codes import codings
+from .codes import loose_code
 from .codes import normalize_code
 from .policy.timing import parse_fhir_date
-from .r4b import validate_resource
+from .r4b import is_valid
 
 BILLING_OPTIONS = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-billing-options"
 
@@ -50,16 +52,40 @@ _CODE_REFERENCES: dict[str, tuple[str, str]] = {
 }
 
 
-def _values(resource: Any, dotted: str) -> Iterator[Any]:
-    current: list[Any] = [resource]
-    for part in dotted.split("."):
-        nxt: list[Any] = []
-        for item in current:
-            if isinstance(item, dict) and part in item:
-                value = item[part]
-                nxt.extend(value if isinstance(value, list) else [value])
-        current = nxt
-    yield from current
+def _own_concepts(resource: dict, paths: tuple[tuple[str, ...], ...]) -> list[dict]:
+    """The CodeableConcepts at *paths* (list-aware: ("component", "code") is every component's code).
+
+    Runs for every resource of an indexed type, so the common shapes take the short way.
+    """
+    concepts: list[dict] = []
+    for path in paths:
+        value = resource.get(path[0])
+        if value is None:
+            continue
+        if len(path) == 1 and type(value) is dict:
+            concepts.append(value)
+            continue
+        values = value if type(value) is list else [value]
+        for part in path[1:]:
+            values = [v for item in values if type(item) is dict and (v := item.get(part)) is not None]
+            values = [x for v in values for x in (v if type(v) is list else (v,))]
+        concepts.extend(v for v in values if type(v) is dict)
+    return concepts
+
+
+_PATHS = {rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in _CODE_PATHS.items()}
+
+
+@functools.lru_cache(maxsize=16384)
+def _canonical_key(system: str | None, code: str) -> tuple[str, str]:
+    canonical = canonical_system(system) or ""
+    return canonical, normalize_code(canonical, code) or ""
+
+
+def _coding_key(coding: dict) -> tuple[str, str]:
+    """(canonical system, normalised code) of an indexed coding, as CodeSet.exact holds them."""
+    system = coding.get("system")
+    return _canonical_key(system if isinstance(system, str) else None, coding["code"])
 
 
 # --- spinal levels ------------------------------------------------------------------
@@ -252,45 +278,86 @@ class PatientRecord:
         self.unavailable = frozenset(unavailable)
         self._by_type: dict[str, list[dict]] = {}
         self._by_ref: dict[str, dict] = {}
-        seen: set[tuple[str, str]] = set()
         for resource in resources:
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 continue
             rtype, rid = resource["resourceType"], resource.get("id")
             if isinstance(rid, str):
-                if (rtype, rid) in seen:
-                    continue
-                seen.add((rtype, rid))
-                self._by_ref[f"{rtype}/{rid}"] = resource
+                ref = f"{rtype}/{rid}"
+                if ref in self._by_ref:
+                    continue  # the first copy wins (prefetch before fetched, case data before bundle)
+                self._by_ref[ref] = resource
             self._by_type.setdefault(rtype, []).append(resource)
-        self._code_index: dict[str, dict[tuple[str, str], list[dict]]] = {}
-        for rtype in set(_CODE_PATHS) | set(_CODE_REFERENCES):
-            self._code_index[rtype] = self._index_codes(rtype)
-        self._typed: dict[int, Any] = {}
+        #: type -> loose code -> (resource, coding); built on first use
+        self._code_index: dict[str, dict[str, list[tuple[dict, dict]]]] = {}
+        self._texts: dict[int, str] = {}
+        self._found: dict[tuple[str, int], tuple[CodeSet, list[dict]]] = {}
+        self._prefixes: dict[tuple[str, int], dict[str, list[tuple[dict, dict]]]] = {}
+        self._valid: dict[int, bool] = {}
         self._bundle: dict | None = None
 
-    def _index_codes(self, rtype: str) -> dict[tuple[str, str], list[dict]]:
-        index: dict[tuple[str, str], list[dict]] = {}
+    def _index(self, rtype: str) -> dict[str, list[tuple[dict, dict]]]:
+        """Loose code -> (resource, coding) pairs for *rtype*, built on first use.
+
+        Keyed by the bare code string only: canonicalising every coding's system would cost
+        time on hundreds of vital signs no policy asks about, so systems are checked in
+        ``find``, where few candidates remain.
+        """
+        index = self._code_index.get(rtype)
+        if index is not None:
+            return index
+        index = self._code_index[rtype] = {}
+        own_only = rtype not in _CODE_REFERENCES
+        paths = _PATHS.get(rtype, ())
         for resource in self._by_type.get(rtype, ()):
-            for concept in self.concepts_of(resource):
-                for coding in codings(concept):
-                    system = canonical_system(coding.get("system")) or ""
-                    key = (system, normalize_code(system, str(coding["code"])) or "")
-                    bucket = index.setdefault(key, [])
-                    if not bucket or bucket[-1] is not resource:
-                        bucket.append(resource)
+            concepts = _own_concepts(resource, paths) if own_only else self.concepts_of(resource)
+            for concept in concepts:
+                codings = concept.get("coding")
+                if type(codings) is not list:
+                    continue
+                for coding in codings:
+                    code = coding.get("code") if type(coding) is dict else None
+                    if type(code) is str and code:
+                        loose = code.strip().replace(".", "").upper()  # loose_code(code), inlined: hot loop
+                        entries = index.get(loose)
+                        if entries is None:
+                            index[loose] = [(resource, coding)]
+                        else:
+                            entries.append((resource, coding))
         return index
+
+    def _icd_prefixes(self, rtype: str, length: int) -> dict[str, list[tuple[dict, dict]]]:
+        """Index entries of *rtype* by the first *length* characters of their loose code (ICD ranges)."""
+        key = (rtype, length)
+        table = self._prefixes.get(key)
+        if table is None:
+            table = self._prefixes[key] = {}
+            for code, entries in self._index(rtype).items():
+                if len(code) >= length:
+                    table.setdefault(code[:length], []).extend(entries)
+        return table
 
     def concepts_of(self, resource: dict) -> list[dict]:
         """The coded concepts that identify *resource* (its own code, or a referenced Device/Medication's)."""
         rtype = resource["resourceType"]
-        concepts = [c for path in _CODE_PATHS.get(rtype, ()) for c in _values(resource, path) if isinstance(c, dict)]
+        concepts = _own_concepts(resource, _PATHS.get(rtype, ()))
         if rtype in _CODE_REFERENCES:
             element, target_type = _CODE_REFERENCES[rtype]
             target = self.resolve(resource.get(element), resource)
             if target is not None and target.get("resourceType") == target_type:
-                concepts += [c for path in _CODE_PATHS[target_type] for c in _values(target, path) if isinstance(c, dict)]
+                concepts += _own_concepts(target, _PATHS[target_type])
         return concepts
+
+    def text_of(self, resource: dict) -> str:
+        """Lower-cased words of a resource's coded concepts (texts and displays), for text criteria."""
+        key = id(resource)
+        if key not in self._texts:
+            self._texts[key] = " ".join(
+                str(t) for c in self.concepts_of(resource)
+                for t in [c.get("text")] + [x.get("display") for x in c.get("coding") or () if isinstance(x, dict)]
+                if t
+            ).lower()
+        return self._texts[key]
 
     # -- lookups -------------------------------------------------------------------
 
@@ -298,18 +365,29 @@ class PatientRecord:
         return self._by_type.get(resource_type, [])
 
     def find(self, resource_type: str, codes: CodeSet) -> list[dict]:
-        """Resources of *resource_type* carrying any code in *codes* (ICD prefixes and ranges too)."""
-        index = self._code_index.get(resource_type, {})
-        hits: dict[int, dict] = {}
-        for key in codes.exact:
-            for resource in index.get(key, ()):
-                hits.setdefault(id(resource), resource)
-        if codes.icd_ranges:
-            for (system, code), bucket in index.items():
-                if system == ICD10CM and any(r.contains(code) for r in codes.icd_ranges):
-                    for resource in bucket:
+        """Resources of *resource_type* carrying any code in *codes* (ICD prefixes and ranges too).
+
+        Answers are kept for the request: the same criterion is asked again per level and per order.
+        """
+        key = (resource_type, id(codes))
+        found = self._found.get(key)
+        if found is None:
+            index = self._index(resource_type)
+            hits: dict[int, dict] = {}
+            for exact in codes.exact:
+                for resource, coding in index.get(loose_code(exact[1]), ()):
+                    if _coding_key(coding) == exact:
                         hits.setdefault(id(resource), resource)
-        return list(hits.values())
+            for icd in codes.icd_ranges:
+                table = self._icd_prefixes(resource_type, len(icd.low))
+                entries = table.get(icd.low, ()) if icd.low == icd.high else \
+                    [entry for prefix, bucket in table.items() if icd.low <= prefix <= icd.high for entry in bucket]
+                for resource, coding in entries:
+                    system, code = _coding_key(coding)
+                    if system == ICD10CM and icd.contains(code):
+                        hits.setdefault(id(resource), resource)
+            found = self._found[key] = (codes, list(hits.values()))  # codes kept: its id stays unique
+        return list(found[1])
 
     def resolve(self, reference: Any, within: dict | None = None) -> dict | None:
         """Resolve a Reference (dict or string): contained '#id', 'Type/id' or an absolute URL."""
@@ -330,12 +408,12 @@ class PatientRecord:
             self._bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
         return self._bundle
 
-    def typed(self, resource: dict) -> Any | None:
-        """The validated R4B model of *resource* (cached), or None if it is not valid FHIR."""
+    def valid(self, resource: dict) -> bool:
+        """Whether *resource* is valid FHIR R4, decided once per request (see r4b.is_valid)."""
         key = id(resource)
-        if key not in self._typed:
-            self._typed[key] = validate_resource(resource)
-        return self._typed[key]
+        if key not in self._valid:
+            self._valid[key] = is_valid(resource)
+        return self._valid[key]
 
     @property
     def patient(self) -> dict | None:
@@ -344,8 +422,9 @@ class PatientRecord:
 
     def birth_date(self) -> date | None:
         patient = self.patient
-        typed = self.typed(patient) if patient else None
-        return parse_fhir_date(typed.birthDate) if typed is not None else None
+        if patient is None or not self.valid(patient):
+            return None
+        return parse_fhir_date(patient.get("birthDate"))
 
     def coverages(self) -> list[dict]:
         """Coverage resources, active ones first (CRD prefetch should hold only the primary one)."""

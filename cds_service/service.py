@@ -163,7 +163,8 @@ class HookService:
         match = self.catalog.rule_for(payer.payer.id, order)
         if match is None:
             return no_policy(order, today, record.unavailable)
-        return evaluate_order(*match, order, record, today)
+        policy, rule = match
+        return evaluate_order(policy, rule, order, record, today, self.catalog.rule_types[policy.id, rule.id])
 
     def policy_link(self, policy: Policy, base_url: str) -> str:
         if policy.provenance.url:

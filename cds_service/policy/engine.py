@@ -354,14 +354,15 @@ def _flatten(result: NodeResult) -> Iterable[NodeResult]:
         yield from _flatten(child)
 
 
-def evaluate_order(policy: Policy, rule: Rule, order: Order, record: PatientRecord, today: date) -> OrderEvaluation:
+def evaluate_order(policy: Policy, rule: Rule, order: Order, record: PatientRecord, today: date,
+                   rule_types: frozenset[str] | None = None) -> OrderEvaluation:
     """Evaluate *order* against *rule* of *policy*. Pure: no I/O, same inputs give the same answer.
 
     Dates are measured from the order's ``authoredOn`` (else *today*), so "duplex within
     6 months" means six months before the order was written.
     """
     as_of = order.authored_on or today
-    gaps = tuple(sorted(resource_types(policy, rule) & record.unavailable))
+    gaps = tuple(sorted((rule_types or resource_types(policy, rule)) & record.unavailable))
     evaluator = _Evaluator(policy, Context(record, order, as_of))
     if rule.applies_when is not None and evaluator.evaluate(rule.applies_when).status is not Status.MET:
         return no_policy(order, today, record.unavailable)

@@ -15,7 +15,6 @@ from decimal import Decimal
 from decimal import InvalidOperation
 from typing import Any
 from typing import Callable
-from typing import Iterable
 
 from ..codes import CodeSet
 from ..record import Order
@@ -73,22 +72,44 @@ def _ref(resource: dict) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
+# --- reading the raw JSON ------------------------------------------------------------
+# Predicates filter on the resources' JSON (codes, status, dates, sites) and then let only
+# the survivors through full R4B validation (``_valid``): a malformed resource never counts
+# as evidence, and the hundreds of resources no criterion reaches are never validated.
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict]:
+    if isinstance(value, dict):
+        return [value]
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _code(concept: Any) -> str | None:
-    """First coding code of a typed CodeableConcept (clinicalStatus, verificationStatus …)."""
-    if concept is None:
-        return None
-    for coding in concept.coding or ():
-        if coding.code:
-            return coding.code
+    """First coding code of a CodeableConcept (clinicalStatus, verificationStatus …)."""
+    for coding in _dicts(_dict(concept).get("coding")):
+        if isinstance(coding.get("code"), str):
+            return coding["code"]
     return None
 
 
-def _concept_dicts(concepts: Iterable[Any] | None) -> list[dict]:
-    return [c.model_dump(mode="json") for c in concepts or () if c is not None]
+def _label(concept: Any) -> str:
+    concept = _dict(concept)
+    for coding in _dicts(concept.get("coding")):
+        if coding.get("code"):
+            return f"{coding['display']} ({coding['code']})" if coding.get("display") else str(coding["code"])
+    return str(concept.get("text") or "result")
 
 
-def _concept_dict(concept: Any) -> dict | None:
-    return concept.model_dump(mode="json") if concept is not None else None
+def _date(value: Any) -> date | None:
+    return parse_fhir_date(value) if isinstance(value, str) else None
+
+
+def _valid(ctx: Context, resource: dict) -> bool:
+    return ctx.record.valid(resource)
 
 
 def _at_site(ctx: Context, body_sites: list[dict], codes: CodeSet | None, at_level: bool) -> bool:
@@ -98,10 +119,6 @@ def _at_site(ctx: Context, body_sites: list[dict], codes: CodeSet | None, at_lev
         levels, vertebrae = body_site_levels(body_sites)
         return ctx.level in levels or any(ctx.level.touches(v) for v in vertebrae)
     return True
-
-
-def _typed(ctx: Context, resources: Iterable[dict]) -> list[tuple[dict, Any]]:
-    return [(r, t) for r in resources if (t := ctx.record.typed(r)) is not None]
 
 
 def _window_start(ctx: Context, within: Duration | None) -> date | None:
@@ -126,41 +143,33 @@ _ACTIVE = {"active", "recurrence", "relapse"}
 _REFUTED = {"refuted", "entered-in-error"}
 
 
-def _text_of(record: PatientRecord, resource: dict) -> str:
-    """Lower-cased words of a resource's coded concepts (text and displays), for text predicates."""
-    return " ".join(
-        str(t) for c in record.concepts_of(resource)
-        for t in [c.get("text")] + [x.get("display") for x in c.get("coding") or () if isinstance(x, dict)] if t
-    ).lower()
-
-
 def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
     candidates = ctx.record.find("Condition", p.codes) if p.codes is not None else []
     if p.text:
         words = [w.lower() for w in p.text]
         seen = {id(c) for c in candidates}
         candidates += [c for c in ctx.record.resources("Condition")
-                       if id(c) not in seen and any(w in _text_of(ctx.record, c) for w in words)]
+                       if id(c) not in seen and any(w in ctx.record.text_of(c) for w in words)]
     supporting, contradicting, refuted, reasons = [], [], [], []
-    for resource, typed in _typed(ctx, candidates):
-        if not _at_site(ctx, _concept_dicts(typed.bodySite), p.body_site, p.at_level):
+    for resource in candidates:
+        if not _at_site(ctx, _dicts(resource.get("bodySite")), p.body_site, p.at_level) or not _valid(ctx, resource):
             continue
-        verification, clinical = _code(typed.verificationStatus), _code(typed.clinicalStatus)
-        label = _label(typed.code)
+        verification, clinical = _code(resource.get("verificationStatus")), _code(resource.get("clinicalStatus"))
+        label = _label(resource.get("code"))
         if verification in _REFUTED:
             refuted.append(resource)
             reasons.append(f"{label} recorded as {verification}")
         elif clinical is not None and clinical not in _ACTIVE and not p.history:
             contradicting.append(resource)
             reasons.append(f"{label} is {clinical}")
-        elif p.onset_before is not None and not _onset_before(typed, p.onset_before, ctx.as_of):
+        elif p.onset_before is not None and not _onset_before(resource, p.onset_before, ctx.as_of):
             reasons.append(f"{label} began less than {p.onset_before} before the order (or its onset is not recorded)")
-        elif p.severity is not None and not p.severity.matches_concept(_concept_dict(typed.severity)):
-            if typed.severity is None:
+        elif p.severity is not None and not p.severity.matches_concept(resource.get("severity")):
+            if resource.get("severity") is None:
                 reasons.append(f"{label} without a documented severity")
             else:
                 contradicting.append(resource)
-                reasons.append(f"{label} with severity {_label(typed.severity)}")
+                reasons.append(f"{label} with severity {_label(resource['severity'])}")
         else:
             supporting.append(resource)
     if supporting:
@@ -177,118 +186,105 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
     return _undocumented("; ".join(reasons) or None, found=bool(reasons))
 
 
-def _onset_before(condition: Any, period: Duration, as_of: date) -> bool:
-    onset = parse_fhir_date(condition.onsetDateTime or (condition.onsetPeriod.start if condition.onsetPeriod else None)
-                            or condition.recordedDate)
+def _onset_before(condition: dict, period: Duration, as_of: date) -> bool:
+    onset = _date(condition.get("onsetDateTime")) or _date(_dict(condition.get("onsetPeriod")).get("start")) \
+        or _date(condition.get("recordedDate"))
     return onset is not None and onset <= period.before(as_of)
-
-
-def _label(concept: Any) -> str:
-    if concept is None:
-        return "condition"
-    for coding in concept.coding or ():
-        if coding.code:
-            return f"{coding.display} ({coding.code})" if coding.display else coding.code
-    return concept.text or "condition"
 
 
 _FINAL = {"final", "amended", "corrected", "appended"}
 
 
-def _observation_date(obs: Any) -> date | None:
-    period = obs.effectivePeriod
-    return parse_fhir_date(
-        obs.effectiveDateTime or obs.effectiveInstant or (period.end or period.start if period else None) or obs.issued
-    )
+def _effective(resource: dict) -> date | None:
+    period = _dict(resource.get("effectivePeriod"))
+    return (_date(resource.get("effectiveDateTime")) or _date(resource.get("effectiveInstant"))
+            or _date(period.get("end")) or _date(period.get("start")) or _date(resource.get("issued")))
 
 
-def _observation_values(obs: Any, codes: CodeSet) -> list[Any]:
-    """The observation(s) carrying the value for *codes*: itself and/or matching components."""
-    holders = []
-    if codes.matches_concept(_concept_dict(obs.code)):
-        holders.append(obs)
-    for component in obs.component or ():
-        if codes.matches_concept(_concept_dict(component.code)):
-            holders.append(component)
+def _observation_values(obs: dict, codes: CodeSet) -> list[dict]:
+    """The observation and/or its components that carry the value for *codes*."""
+    holders = [obs] if codes.matches_concept(obs.get("code")) else []
+    holders += [c for c in _dicts(obs.get("component")) if codes.matches_concept(c.get("code"))]
     return holders
 
 
-def _value_test(p: ObservationPredicate, holder: Any) -> tuple[Status, str | None]:
+def _value_test(p: ObservationPredicate, holder: dict) -> tuple[Status, str | None]:
     if p.value is not None:
-        quantity = holder.valueQuantity
-        if quantity is None or quantity.value is None:
-            if getattr(holder, "valueString", None):
-                return Status.UNDOCUMENTED, f"result recorded as '{holder.valueString}', not a measurement"
+        quantity = _dict(holder.get("valueQuantity"))
+        raw = quantity.get("value")
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool):
+            if isinstance(holder.get("valueString"), str):
+                return Status.UNDOCUMENTED, f"result recorded as '{holder['valueString']}', not a measurement"
             return Status.UNDOCUMENTED, "result recorded without a measurable value"
+        unit = quantity.get("code") or quantity.get("unit")
         try:
-            measured = convert(Decimal(str(quantity.value)), quantity.code or quantity.unit, p.value.unit)
+            measured = convert(Decimal(str(raw)), unit if isinstance(unit, str) else None, p.value.unit)
         except InvalidOperation:
             measured = None
         if measured is None:
-            return Status.UNDOCUMENTED, f"unit '{quantity.code or quantity.unit}' cannot be compared with {p.value.unit}"
-        shown = f"{quantity.value} {quantity.unit or quantity.code or ''}".strip()
+            return Status.UNDOCUMENTED, f"unit '{unit}' cannot be compared with {p.value.unit}"
+        shown = f"{raw} {quantity.get('unit') or unit or ''}".strip()
         if p.value.holds(measured):
             return Status.MET, shown
         return Status.NOT_MET, f"{shown} (needs {p.value})"
     if p.value_in is not None or p.value_not_in is not None:
-        concept = _concept_dict(holder.valueCodeableConcept)
+        concept = holder.get("valueCodeableConcept")
         if p.value_in is not None and p.value_in.matches_concept(concept):
             return Status.MET, None
         if p.value_not_in is not None and p.value_not_in.matches_concept(concept):
-            return Status.NOT_MET, f"{_label(holder.code)}: {_label(holder.valueCodeableConcept)}"
+            return Status.NOT_MET, f"{_label(holder.get('code'))}: {_label(concept)}"
         return Status.UNDOCUMENTED, "result not recorded as a recognised coded answer"
     if p.value_boolean is not None:
-        value = getattr(holder, "valueBoolean", None)
-        if value is None:
+        value = holder.get("valueBoolean")
+        if not isinstance(value, bool):
             return Status.UNDOCUMENTED, "result not recorded as yes/no"
-        shown = f"{_label(holder.code)}: {'yes' if value else 'no'}"
+        shown = f"{_label(holder.get('code'))}: {'yes' if value else 'no'}"
         return (Status.MET, None) if value == p.value_boolean else (Status.NOT_MET, shown)
     return Status.MET, None
 
 
 def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
-    dated: list[tuple[date, dict, Any]] = []
+    dated: list[tuple[date, dict]] = []
     older: date | None = None
-    for resource, typed in _typed(ctx, ctx.record.find("Observation", p.codes)):
-        if typed.status not in _FINAL:
+    for resource in ctx.record.find("Observation", p.codes):
+        when = _effective(resource)
+        if resource.get("status") not in _FINAL or when is None:
             continue
-        if not _at_site(ctx, _concept_dicts([typed.bodySite]), p.body_site, p.at_level):
-            continue
-        when = _observation_date(typed)
-        if when is None:
+        if not _at_site(ctx, _dicts(resource.get("bodySite")), p.body_site, p.at_level):
             continue
         if start is not None and when < start:
             older = max(older or when, when)
             continue
-        dated.append((when, resource, typed))
+        dated.append((when, resource))
+    # Only the latest day's results decide; validate those (a malformed one gives way to the day before).
+    dated.sort(key=lambda item: item[0], reverse=True)
+    while dated and not all(_valid(ctx, r) for when, r in dated if when == dated[0][0]):
+        dated = [(when, r) for when, r in dated if _valid(ctx, r)]
     if not dated:
         if older is not None:
             return _undocumented(f"latest result is from {older}, before {start} ({p.within} window)", found=True)
         return _undocumented()
-    latest = max(d for d, _, _ in dated)
-    statuses: list[tuple[Status, str | None, dict]] = []
-    for when, resource, typed in dated:
-        if when != latest:
-            continue
-        for holder in _observation_values(typed, p.codes):
-            status, reason = _value_test(p, holder)
-            statuses.append((status, reason, resource))
+    latest = dated[0][0]
+    statuses = [(*_value_test(p, holder), resource) for when, resource in dated if when == latest
+                for holder in _observation_values(resource, p.codes)]
     for wanted in (Status.MET, Status.NOT_MET, Status.UNDOCUMENTED):
-        chosen = [(r, res) for s, r, res in statuses if s is wanted]
+        chosen = [(reason, resource) for status, reason, resource in statuses if status is wanted]
         if chosen:
-            reasons = [r for r, _ in chosen if r]
+            reasons = [reason for reason, _ in chosen if reason]
             reason = f"{latest}: {'; '.join(dict.fromkeys(reasons))}" if reasons else None
             return LeafOutcome(wanted, tuple(dict.fromkeys(_ref(res) for _, res in chosen)), reason, found=True)
     return _undocumented()
 
 
-def _period_bounds(date_value: Any, period: Any, as_of: date, ongoing: bool) -> tuple[date | None, date | None]:
-    if period is not None:
-        start = parse_fhir_date(period.start)
-        end = parse_fhir_date(period.end) or (as_of if ongoing else start)
+def _bounds(moment: Any, period: Any, as_of: date, ongoing: bool) -> tuple[date | None, date | None]:
+    """First and last day of a dateTime or Period (an open Period of something ongoing ends today)."""
+    period = _dict(period)
+    if period:
+        start, end = _date(period.get("start")), _date(period.get("end"))
+        end = end or (as_of if ongoing else start)
         return start or end, end
-    day = parse_fhir_date(date_value)
+    day = _date(moment)
     return day, day
 
 
@@ -304,14 +300,15 @@ def _span_check(spans: list[tuple[date, date]], min_span: Duration | None, what:
 def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
     spans, matched = [], []
-    for resource, typed in _typed(ctx, ctx.record.find("Procedure", p.codes)):
-        if typed.status not in ("completed", "in-progress"):
+    for resource in ctx.record.find("Procedure", p.codes):
+        status = resource.get("status")
+        if status not in ("completed", "in-progress"):
             continue
-        if not _at_site(ctx, _concept_dicts(typed.bodySite), None, p.at_level):
+        if not _at_site(ctx, _dicts(resource.get("bodySite")), None, p.at_level):
             continue
-        first, last = _period_bounds(typed.performedDateTime or typed.performedString, typed.performedPeriod,
-                                     ctx.as_of, typed.status == "in-progress")
-        if first is None or last is None or (start is not None and last < start):
+        first, last = _bounds(resource.get("performedDateTime") or resource.get("performedString"),
+                              resource.get("performedPeriod"), ctx.as_of, status == "in-progress")
+        if first is None or last is None or (start is not None and last < start) or not _valid(ctx, resource):
             continue
         spans.append((first, last))
         matched.append(resource)
@@ -326,25 +323,24 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
 
 def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
-    hits, older, wrong_conclusion = [], None, []
-    for resource, typed in _typed(ctx, ctx.record.find("DiagnosticReport", p.codes)):
-        if typed.status not in _FINAL:
+    hits, wrong_conclusion = [], []
+    for resource in ctx.record.find("DiagnosticReport", p.codes):
+        if resource.get("status") not in _FINAL or not _valid(ctx, resource):
             continue
-        period = typed.effectivePeriod
-        when = parse_fhir_date(typed.effectiveDateTime or (period.end or period.start if period else None) or typed.issued)
         if p.conclusion is not None:
-            conclusions = _concept_dicts(typed.conclusionCode)
+            conclusions = _dicts(resource.get("conclusionCode"))
             if not any(p.conclusion.matches_concept(c) for c in conclusions):
                 if conclusions:
                     wrong_conclusion.append(resource)
                 continue
-        hits.append((when, resource))
+        hits.append((_effective(resource), resource))
     if p.conclusion is None:
-        for resource, typed in _typed(ctx, ctx.record.find("DocumentReference", p.codes)):
-            if typed.status != "current":
+        for resource in ctx.record.find("DocumentReference", p.codes):
+            if resource.get("status") != "current" or not _valid(ctx, resource):
                 continue
-            period = typed.context.period if typed.context else None
-            hits.append((parse_fhir_date(typed.date or (period.end or period.start if period else None)), resource))
+            period = _dict(_dict(resource.get("context")).get("period"))
+            hits.append((_date(resource.get("date")) or _date(period.get("end")) or _date(period.get("start")),
+                         resource))
     recent = [r for when, r in hits if when is not None and (start is None or when >= start)]
     if recent:
         return LeafOutcome(Status.MET, tuple(map(_ref, recent)))
@@ -360,15 +356,13 @@ def allergy(p: AllergyPredicate, ctx: Context) -> LeafOutcome:
     words = [w.lower() for w in p.text]
     supporting, contradicting = [], []
     for resource in ctx.record.resources("AllergyIntolerance"):
-        texts = _text_of(ctx.record, resource) + " " + " ".join(
-            str(n.get("text", "")) for n in resource.get("note") or () if isinstance(n, dict)).lower()
+        texts = ctx.record.text_of(resource) + " " + " ".join(
+            str(n.get("text", "")) for n in _dicts(resource.get("note"))).lower()
         coded = p.codes is not None and any(p.codes.matches_concept(c) for c in ctx.record.concepts_of(resource))
-        if not coded and not any(w in texts for w in words):
+        if not (coded or any(w in texts for w in words)) or not _valid(ctx, resource):
             continue
-        typed = ctx.record.typed(resource)
-        if typed is None:
-            continue
-        if _code(typed.verificationStatus) in _REFUTED or _code(typed.clinicalStatus) in ("inactive", "resolved"):
+        if _code(resource.get("verificationStatus")) in _REFUTED or \
+                _code(resource.get("clinicalStatus")) in ("inactive", "resolved"):
             contradicting.append(resource)
         else:
             supporting.append(resource)
@@ -379,44 +373,41 @@ def allergy(p: AllergyPredicate, ctx: Context) -> LeafOutcome:
     return _undocumented()
 
 
-def _usage_spans(ctx: Context, resources: list[tuple[dict, Any]]) -> list[tuple[dict, date, date]]:
-    spans = []
-    for resource, typed in resources:
-        rtype = resource["resourceType"]
-        if rtype == "DeviceRequest":
-            if typed.status not in ("active", "completed"):
-                continue
-            first, last = _period_bounds(typed.occurrenceDateTime or typed.authoredOn, typed.occurrencePeriod,
-                                         ctx.as_of, typed.status == "active")
-            if typed.occurrencePeriod is None and typed.status == "active":
-                last = ctx.as_of
-        elif rtype == "DeviceUseStatement":
-            if typed.status not in ("active", "completed"):
-                continue
-            first, last = _period_bounds(typed.timingDateTime or typed.recordedOn, typed.timingPeriod,
-                                         ctx.as_of, typed.status == "active")
-        elif rtype == "MedicationStatement":
-            if typed.status not in ("active", "completed"):
-                continue
-            first, last = _period_bounds(typed.effectiveDateTime, typed.effectivePeriod, ctx.as_of, typed.status == "active")
-        else:  # MedicationRequest
-            if typed.status not in ("active", "completed"):
-                continue
-            validity = typed.dispenseRequest.validityPeriod if typed.dispenseRequest else None
-            first, last = _period_bounds(typed.authoredOn, validity, ctx.as_of, typed.status == "active")
-            if validity is None and typed.status == "active":
-                last = ctx.as_of
-        if first is not None and last is not None:
-            spans.append((resource, first, last))
-    return spans
+# Where each kind of usage record keeps its timing: (moment, period, fallback moment).
+_USAGE_TIMING = {
+    "DeviceRequest": ("occurrenceDateTime", "occurrencePeriod", "authoredOn"),
+    "DeviceUseStatement": ("timingDateTime", "timingPeriod", "recordedOn"),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod", None),
+}
+
+
+def _usage_span(resource: dict, as_of: date) -> tuple[date | None, date | None]:
+    """When a device or drug was used; an active order or statement without an end runs until today."""
+    ongoing = resource.get("status") == "active"
+    if resource["resourceType"] == "MedicationRequest":
+        validity = _dict(resource.get("dispenseRequest")).get("validityPeriod")
+        first, last = _bounds(resource.get("authoredOn"), validity, as_of, ongoing)
+        return first, (as_of if ongoing and not validity else last)
+    moment_key, period_key, fallback = _USAGE_TIMING[resource["resourceType"]]
+    moment = resource.get(moment_key) or (resource.get(fallback) if fallback else None)
+    first, last = _bounds(moment, resource.get(period_key), as_of, ongoing)
+    if resource["resourceType"] == "DeviceRequest" and not resource.get(period_key) and ongoing:
+        last = as_of
+    return first, last
 
 
 def _usage(types: tuple[str, ...], codes: CodeSet, min_duration: Duration | None, within: Duration | None,
            ctx: Context, what: str) -> LeafOutcome:
     candidates = [hit for rtype in types for hit in ctx.record.find(rtype, codes)]
-    spans = _usage_spans(ctx, _typed(ctx, candidates))
     start = _window_start(ctx, within)
-    spans = [s for s in spans if start is None or s[2] >= start]
+    spans = []
+    for resource in candidates:
+        if resource.get("status") not in ("active", "completed"):
+            continue
+        first, last = _usage_span(resource, ctx.as_of)
+        if first is None or last is None or (start is not None and last < start) or not _valid(ctx, resource):
+            continue
+        spans.append((resource, first, last))
     if not spans:
         return _undocumented(found=bool(candidates))
     evidence = tuple(dict.fromkeys(_ref(r) for r, _, _ in spans))

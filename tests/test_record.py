@@ -1,0 +1,37 @@
+"""PatientRecord code lookups: spelling-tolerant, system-exact, ICD ranges included."""
+
+from __future__ import annotations
+
+from cds_service.codes import SNOMED
+from cds_service.codes import CodeSet
+from cds_service.codes import compile_codes
+from cds_service.record import PatientRecord
+
+ICD_BY_OID = {"resourceType": "Condition", "id": "c",
+              "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.90", "code": " m54.16 "}]}}
+SAME_CODE_OTHER_SYSTEM = {"resourceType": "Condition", "id": "d",
+                          "code": {"coding": [{"system": "http://snomed.info/sct", "code": "M5416"}]}}
+BLOOD_PRESSURE = {"resourceType": "Observation", "id": "bp", "status": "final",
+                  "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                  "component": [{"code": {"coding": [{"system": "http://loinc.org/", "code": "8480-6"}]},
+                                 "valueQuantity": {"value": 120, "unit": "mm[Hg]"}}]}
+
+
+def refs(resources: list[dict]) -> set[str]:
+    return {f"{r['resourceType']}/{r['id']}" for r in resources}
+
+
+def test_icd_codes_match_across_spelling_and_system_aliases_but_not_across_systems() -> None:
+    record = PatientRecord([ICD_BY_OID, SAME_CODE_OTHER_SYSTEM])
+    assert refs(record.find("Condition", compile_codes({"icd10cm": ["M54.16"]}))) == {"Condition/c"}
+    assert refs(record.find("Condition", compile_codes({"icd10cm": ["M54.1-M54.2"]}))) == {"Condition/c"}
+    assert refs(record.find("Condition", compile_codes({"icd10cm": ["M54.2-M54.5"]}))) == set()
+    # (not a real SNOMED CT id: the point is that an equal string in another system is another code)
+    assert refs(record.find("Condition", CodeSet(frozenset({(SNOMED, "M5416")})))) == {"Condition/d"}
+
+
+def test_observation_components_are_found_by_their_own_codes() -> None:
+    record = PatientRecord([BLOOD_PRESSURE])
+    assert refs(record.find("Observation", compile_codes({"loinc": ["8480-6"]}))) == {"Observation/bp"}
+    assert refs(record.find("Observation", compile_codes({"loinc": ["85354-9"]}))) == {"Observation/bp"}
+    assert refs(record.find("Observation", compile_codes({"loinc": ["8462-4"]}))) == set()
