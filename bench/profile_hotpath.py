@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import cds_service
+    from cds_service.cli import tune_garbage_collector
     from cds_service.config import Settings
     from cds_service.web.app import create_app
 
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     body = orjson.dumps(Workload().prefetch_request())
     with tempfile.TemporaryDirectory(prefix="cds-profile-") as tmp:
         app = create_app(Settings(data_dir=Path(tmp), log_level="WARNING"))
+        tune_garbage_collector()  # as a `cds-service serve` worker does
         client = app.test_client()
         for _ in range(5):
             assert client.post(SERVICE_PATH, data=body, content_type="application/json").status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -30,7 +31,6 @@ from .payers import identify_payer
 from .record import Order
 from .record import PatientRecord
 from .service import HookService
-from .store import Store
 from .web.app import create_app
 
 _MARK = {Status.MET: "[met]", Status.NOT_MET: "[NOT MET]", Status.UNDOCUMENTED: "[undocumented]"}
@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     """Run the production server (gunicorn, threaded workers)."""
     settings = _settings(args)
     Catalog.load(settings.policy_dir or bundled_policy_dir())  # fail fast, before forking workers
-    store = Store.from_url(settings.resolved_database_url())
+    store = settings.open_store()
     store.migrate()
     store.dispose()
 
@@ -57,16 +57,34 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("workers", settings.workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", settings.threads)
+            # A worker takes no more connections than it has threads, so keep-alive clients
+            # spread over all workers instead of queueing on the first one.
+            self.cfg.set("worker_connections", settings.threads)
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", "-")
             self.cfg.set("limit_request_line", 8190)
 
         def load(self):
-            return create_app(settings)
+            app = create_app(settings)
+            tune_garbage_collector()
+            return app
 
     Application().run()
     return 0
+
+
+def tune_garbage_collector() -> None:
+    """Garbage-collector settings for a serving worker.
+
+    Everything loaded at start (policies, FHIR model classes) lives as long as the process:
+    freezing it keeps full collections from rescanning ~10^5 objects. A 200 KB prefetch parses
+    into ~10^4 short-lived, acyclic objects that reference counting frees; the default threshold
+    of 700 allocations would run the collector a dozen times per request for nothing.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _print_node(result: NodeResult, depth: int = 0) -> None:
@@ -165,7 +183,7 @@ def check_policies(args: argparse.Namespace) -> int:
 
 def assertion(args: argparse.Namespace) -> int:
     """Print a stored coverage assertion by its coverage-assertion-id."""
-    store = Store.from_url(_settings(args).resolved_database_url())
+    store = _settings(args).open_store()
     record = store.get_assertion(args.assertion_id)
     store.dispose()
     if record is None:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 from typing import Any
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -21,6 +22,7 @@ from pydantic_settings import PydanticBaseSettingsSource
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import TomlConfigSettingsSource
 
+from .store import Store
 from .store import default_sqlite_url
 
 
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
     policy_dir: Path | None = Field(None, description="Policy directory (default: the bundled cards/)")
     data_dir: Path = Field(Path("data"), description="Where the default SQLite database lives")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/cds-service.sqlite3")
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal", description="SQLite: 'full' also survives power loss with the last commits (see Store.from_url)"
+    )
 
     hook_deadline_seconds: float = Field(4.0, gt=0, description="Budget for gathering evidence (CRD allows 5 s)")
     fhir_connect_timeout: float = Field(1.0, gt=0)
@@ -90,3 +95,7 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or default_sqlite_url(self.data_dir)
+
+    def open_store(self) -> Store:
+        """The Store these settings describe (no connection is opened yet)."""
+        return Store.from_url(self.resolved_database_url(), sqlite_synchronous=self.sqlite_synchronous)

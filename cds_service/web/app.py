@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     catalog = Catalog.load(settings.policy_dir or bundled_policy_dir())
     if store is None:
-        store = Store.from_url(settings.resolved_database_url())
+        store = settings.open_store()
         store.migrate()
 
     app = Flask(__name__)

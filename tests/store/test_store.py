@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from cds_service.config import Settings
 from cds_service.store import (
     CoverageAssertionRecord,
     FeedbackRecord,
@@ -296,6 +297,29 @@ def test_data_survives_a_restart(open_store: Callable[..., Store]) -> None:
     second = open_store()
     assert second.get_assertion("ca-1") == make_assertion("ca-1")
     assert second.feedback_for_card("card-1") == [make_feedback("card-1", T0)]
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [(None, 1), ("normal", 1), ("full", 2)])
+def test_sqlite_sync_mode_follows_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              setting: str | None, pragma: int) -> None:
+    """NORMAL (1) by default: a commit survives a service crash; FULL (2) also power loss."""
+    if setting is not None:
+        monkeypatch.setenv("CDS_SQLITE_SYNCHRONOUS", setting)
+    store = Settings(data_dir=tmp_path).open_store()
+    try:
+        store.migrate()
+        store.save_assertions([make_assertion("ca-1")])
+        with store._engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == pragma
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    finally:
+        store.dispose()
+
+
+def test_an_unknown_sqlite_sync_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDS_SQLITE_SYNCHRONOUS", "off")
+    with pytest.raises(ValueError, match="sqlite_synchronous"):
+        Settings()
 
 
 WORKERS, PER_WORKER, CARDS = 6, 50, 5
