@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.conftest import SHARED
 from tests.conftest import load_json
 from tests.support.hooks import condition
@@ -203,3 +205,16 @@ def test_liveness_and_readiness(client):
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["database"] == "ok"
+
+
+def test_the_readme_example_answers_as_the_readme_shows(client):
+    """The README's curl example: same request file, same card summaries, one coverage action per order."""
+    readme = (ROOT / "README.md").read_text()
+    request_file = re.search(r"--data @(fhir_fixtures/requests/\S+\.json)", readme).group(1)
+    example = readme[readme.index(request_file):]
+    shown = re.findall(r'\{"?\s*"summary": "([^"]+)"', example[:example.index("systemActions")])
+    body = load_json(ROOT / request_file)
+    answer = client.post("/cds-services/order-sign-crd", json=body).get_json()
+    assert [card["summary"] for card in answer["cards"]] == shown
+    orders = [e for e in body["context"]["draftOrders"]["entry"] if e["resource"]["resourceType"] == "ServiceRequest"]
+    assert len(answer["systemActions"]) == len(orders)
