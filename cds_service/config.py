@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic import field_validator
+from pydantic import model_validator
 from pydantic_settings import BaseSettings
 from pydantic_settings import NoDecode
 from pydantic_settings import PydanticBaseSettingsSource
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import TomlConfigSettingsSource
 
+from .auth import TrustedClient
 from .store import Store
 from .store import default_sqlite_url
 
@@ -55,6 +57,13 @@ class Settings(BaseSettings):
         True, description="Query an allowlisted fhirServer without a token (CDS Hooks Sandbox open servers)"
     )
 
+    require_client_jwt: bool = Field(
+        False, description="Require the CDS client's signed JWT on CDS Hooks calls and assertion reads"
+    )
+    trusted_clients: list[TrustedClient] = Field(
+        default_factory=list, description="Issuers whose JWTs are accepted, with their JWKS (URL or file)"
+    )
+
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     public_base_url: str | None = Field(None, description="Absolute base for links in cards (default: the request's)")
@@ -77,6 +86,12 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"allowlist entry '{entry}' must be an absolute http(s) URL prefix")
         return value
+
+    @model_validator(mode="after")
+    def _clients_when_required(self) -> "Settings":
+        if self.require_client_jwt and not self.trusted_clients:
+            raise ValueError("require_client_jwt is on but no trusted_clients are configured")
+        return self
 
     @classmethod
     def settings_customise_sources(

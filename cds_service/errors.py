@@ -5,6 +5,7 @@
     ServiceError
     ├── RequestError                 -> an HTTP error with an OperationOutcome (CDS Hooks 3.0 / CRD hook-10)
     │   ├── BadRequest          400   body not JSON / not a valid CDS Hooks request / unhandled payer
+    │   ├── Unauthorized        401   client JWT required and missing or invalid (the reason is only logged)
     │   ├── NotFound            404   no such service, assertion, policy or Questionnaire
     │   ├── PayloadTooLarge     413   body over the configured limit
     │   ├── PrefetchUnavailable 412   required data neither prefetched nor fetchable (CDS Hooks 2.0)
@@ -38,6 +39,7 @@ class ServiceError(Exception):
 class RequestError(ServiceError):
     status = 400
     code = "invalid"  # OperationOutcome.issue.code
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, expression: str | None = None, issues: list[dict] | None = None):
         super().__init__(message)
@@ -47,6 +49,14 @@ class RequestError(ServiceError):
 
 class BadRequest(RequestError):
     status, code = 400, "invalid"
+
+
+class Unauthorized(RequestError):
+    status, code = 401, "login"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self) -> None:
+        super().__init__("a valid client JWT is required")
 
 
 class NotFound(RequestError):
@@ -115,7 +125,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestError)
     def _request_error(error: RequestError) -> Response:
         log.info("request rejected: %s %s", error.status, error.message)
-        return outcome_response(error.status, error.issues)
+        return outcome_response(error.status, error.issues, error.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

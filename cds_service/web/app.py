@@ -9,6 +9,7 @@ from flask import Flask
 from flask import Response
 from flask import request
 
+from ..auth import ClientAuthenticator
 from ..catalog import Catalog
 from ..catalog import bundled_policy_dir
 from ..config import Settings
@@ -33,6 +34,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     executor = ThreadPoolExecutor(max_workers=settings.fhir_concurrency * settings.threads,
                                   thread_name_prefix="fhir")
     app.extensions["cds"] = HookService(settings, catalog, store, executor)
+    if settings.require_client_jwt:
+        app.extensions["cds_auth"] = ClientAuthenticator(settings.trusted_clients, settings.fhir_connect_timeout,
+                                                         settings.fhir_read_timeout)
     app.register_blueprint(bp)
     register_error_handlers(app)
 

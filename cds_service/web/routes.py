@@ -32,6 +32,20 @@ def _base_url() -> str:
     return request.host_url
 
 
+# Endpoints that carry patient data: with CDS_REQUIRE_CLIENT_JWT they need the client's JWT.
+_AUTHENTICATED = {"cds.discovery", "cds.call", "cds.feedback", "cds.assertion"}
+
+
+@bp.before_request
+def _authenticate_client() -> None:
+    authenticator = current_app.extensions.get("cds_auth")
+    if authenticator is None or request.method == "OPTIONS" or request.endpoint not in _AUTHENTICATED:
+        return
+    public = _service().settings.public_base_url
+    audience = public.rstrip("/") + request.path if public else request.base_url
+    authenticator.authenticate(request.headers.get("Authorization"), audience)
+
+
 @bp.get("/cds-services")
 def discovery() -> Response:
     return _json(_service().discovery())
