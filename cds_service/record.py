@@ -318,12 +318,7 @@ class PatientRecord:
                 for coding in codings:
                     code = coding.get("code") if type(coding) is dict else None
                     if type(code) is str and code:
-                        loose = code.strip().replace(".", "").upper()  # loose_code(code), inlined: hot loop
-                        entries = index.get(loose)
-                        if entries is None:
-                            index[loose] = [(resource, coding)]
-                        else:
-                            entries.append((resource, coding))
+                        index.setdefault(loose_code(code), []).append((resource, coding))
         return index
 
     def _icd_prefixes(self, rtype: str, length: int) -> dict[str, list[tuple[dict, dict]]]:
