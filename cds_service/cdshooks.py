@@ -141,12 +141,19 @@ def parse_feedback(body: bytes) -> FeedbackRequest:
     return _parse(FeedbackRequest, body, "feedback")
 
 
+_EMPTY = (None, "", [], {})
+
+
 def prune(value: Any) -> Any:
     """Drop None, "", [] and {} recursively: CDS Hooks forbids them in responses."""
-    if isinstance(value, dict):
-        pruned = {k: prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v is not None and v != "" and v != [] and v != {}}
-    if isinstance(value, list):
-        pruned = [prune(v) for v in value]
-        return [v for v in pruned if v is not None and v != "" and v != [] and v != {}]
+    if type(value) is dict:
+        pruned = {}
+        for key, item in value.items():
+            if type(item) is dict or type(item) is list:
+                item = prune(item)
+            if item not in _EMPTY:
+                pruned[key] = item
+        return pruned
+    if type(value) is list:
+        return [item for item in map(prune, value) if item not in _EMPTY]
     return value

@@ -278,20 +278,27 @@ class PatientRecord:
         self.unavailable = frozenset(unavailable)
         self._by_type: dict[str, list[dict]] = {}
         self._by_ref: dict[str, dict] = {}
+        by_type, by_ref = self._by_type, self._by_ref  # locals: this loop sees every resource
         for resource in resources:
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            rtype = resource.get("resourceType") if type(resource) is dict else None
+            if type(rtype) is not str:
                 continue
-            rtype, rid = resource["resourceType"], resource.get("id")
-            if isinstance(rid, str):
-                ref = f"{rtype}/{rid}"
-                if ref in self._by_ref:
+            rid = resource.get("id")
+            if type(rid) is str:
+                ref = rtype + "/" + rid
+                if ref in by_ref:
                     continue  # the first copy wins (prefetch before fetched, case data before bundle)
-                self._by_ref[ref] = resource
-            self._by_type.setdefault(rtype, []).append(resource)
+                by_ref[ref] = resource
+            bucket = by_type.get(rtype)
+            if bucket is None:
+                by_type[rtype] = [resource]
+            else:
+                bucket.append(resource)
         #: type -> loose code -> (resource, coding); built on first use
         self._code_index: dict[str, dict[str, list[tuple[dict, dict]]]] = {}
         self._texts: dict[int, str] = {}
         self._found: dict[tuple[str, int], tuple[CodeSet, list[dict]]] = {}
+        self._mentions: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
         self._prefixes: dict[tuple[str, int], dict[str, list[tuple[dict, dict]]]] = {}
         self._valid: dict[int, bool] = {}
         self._bundle: dict | None = None
@@ -306,19 +313,26 @@ class PatientRecord:
         index = self._code_index.get(rtype)
         if index is not None:
             return index
-        index = self._code_index[rtype] = {}
+        by_code: dict[str, list[tuple[dict, dict]]] = {}
         own_only = rtype not in _CODE_REFERENCES
         paths = _PATHS.get(rtype, ())
         for resource in self._by_type.get(rtype, ()):
-            concepts = _own_concepts(resource, paths) if own_only else self.concepts_of(resource)
-            for concept in concepts:
+            for concept in _own_concepts(resource, paths) if own_only else self.concepts_of(resource):
                 codings = concept.get("coding")
                 if type(codings) is not list:
                     continue
                 for coding in codings:
                     code = coding.get("code") if type(coding) is dict else None
                     if type(code) is str and code:
-                        index.setdefault(loose_code(code), []).append((resource, coding))
+                        entries = by_code.get(code)
+                        if entries is None:
+                            by_code[code] = [(resource, coding)]
+                        else:
+                            entries.append((resource, coding))
+        # Reduced once per distinct code, not per coding: a chart repeats a few codes hundreds of times.
+        index = self._code_index[rtype] = {}
+        for code, entries in by_code.items():
+            index.setdefault(loose_code(code), []).extend(entries)
         return index
 
     def _icd_prefixes(self, rtype: str, length: int) -> dict[str, list[tuple[dict, dict]]]:
@@ -383,6 +397,19 @@ class PatientRecord:
                         hits.setdefault(id(resource), resource)
             found = self._found[key] = (codes, list(hits.values()))  # codes kept: its id stays unique
         return list(found[1])
+
+    def mentioning(self, resource_type: str, words: tuple[str, ...]) -> list[dict]:
+        """Resources of *resource_type* whose concept texts or displays contain any of *words*.
+
+        Case-insensitive substring match; kept for the request like ``find``.
+        """
+        key = (resource_type, words)
+        found = self._mentions.get(key)
+        if found is None:
+            lowered = [w.lower() for w in words]
+            found = self._mentions[key] = [r for r in self.resources(resource_type)
+                                           if any(w in self.text_of(r) for w in lowered)]
+        return list(found)
 
     def resolve(self, reference: Any, within: dict | None = None) -> dict | None:
         """Resolve a Reference (dict or string): contained '#id', 'Type/id' or an absolute URL."""

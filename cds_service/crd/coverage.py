@@ -11,7 +11,6 @@ for 2.2, else conditional with the reason in text.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -163,10 +162,10 @@ def system_action(order_resource: dict, extension: dict) -> dict | None:
                 if isinstance(e, dict) and e.get("url") == EXTENSION_URL]
     if any(_essence(e) == _essence(extension) for e in existing):
         return None
-    resource = copy.deepcopy(order_resource)
     key = _essence(extension)[0]
-    resource["extension"] = [e for e in resource.get("extension") or ()
-                             if not (isinstance(e, dict) and e.get("url") == EXTENSION_URL and _essence(e)[0] == key)]
-    resource["extension"].append(extension)
+    kept = [e for e in order_resource.get("extension") or ()
+            if not (isinstance(e, dict) and e.get("url") == EXTENSION_URL and _essence(e)[0] == key)]
+    # A shallow copy is enough: only the top-level extension list differs, and it is a new list.
+    resource = {**order_resource, "extension": kept + [extension]}
     return {"type": "update", "description": "Record the payer's coverage information on the order",
             "resource": resource}

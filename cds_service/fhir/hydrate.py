@@ -18,7 +18,6 @@ from concurrent.futures import wait
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
-from typing import Iterable
 
 from ..cdshooks import HookRequest
 from ..config import Settings
@@ -41,16 +40,20 @@ class Evidence:
     queries: int = 0
 
 
-def _resources_in(value: Any) -> Iterable[dict]:
+_NOT_EVIDENCE = (None, "OperationOutcome")
+
+
+def _resources_in(value: Any) -> list[dict]:
     if not isinstance(value, dict):
-        return ()
+        return []
     if value.get("resourceType") == "Bundle":
-        return (e["resource"] for e in value.get("entry") or ()
-                if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-                and e["resource"].get("resourceType") not in (None, "OperationOutcome"))
-    if value.get("resourceType") in (None, "OperationOutcome"):
-        return ()
-    return (value,)
+        found = []
+        for entry in value.get("entry") or ():
+            resource = entry.get("resource") if type(entry) is dict else None
+            if type(resource) is dict and resource.get("resourceType") not in _NOT_EVIDENCE:
+                found.append(resource)
+        return found
+    return [] if value.get("resourceType") in _NOT_EVIDENCE else [value]
 
 
 def _satisfied(prefetch: dict[str, Any], key: str) -> bool:
@@ -76,7 +79,7 @@ def gather_evidence(
     :raise PrefetchUnavailable: needed data is missing and there is no allowed way to fetch it (412).
     """
     prefetch = request.prefetch or {}
-    evidence = Evidence([r for value in prefetch.values() for r in _resources_in(value)])
+    evidence = Evidence([resource for value in prefetch.values() for resource in _resources_in(value)])
     needed = [t for t in templates if t.always or set(t.resource_types) & needed_types]
     missing = [t for t in needed if not _satisfied(prefetch, t.key)]
     if not missing:

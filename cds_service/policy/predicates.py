@@ -146,10 +146,8 @@ _REFUTED = {"refuted", "entered-in-error"}
 def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
     candidates = ctx.record.find("Condition", p.codes) if p.codes is not None else []
     if p.text:
-        words = [w.lower() for w in p.text]
         seen = {id(c) for c in candidates}
-        candidates += [c for c in ctx.record.resources("Condition")
-                       if id(c) not in seen and any(w in ctx.record.text_of(c) for w in words)]
+        candidates += [c for c in ctx.record.mentioning("Condition", p.text) if id(c) not in seen]
     supporting, contradicting, refuted, reasons = [], [], [], []
     for resource in candidates:
         if not _at_site(ctx, _dicts(resource.get("bodySite")), p.body_site, p.at_level) or not _valid(ctx, resource):
