@@ -278,22 +278,16 @@ class PatientRecord:
         self.unavailable = frozenset(unavailable)
         self._by_type: dict[str, list[dict]] = {}
         self._by_ref: dict[str, dict] = {}
-        by_type, by_ref = self._by_type, self._by_ref  # locals: this loop sees every resource
         for resource in resources:
-            rtype = resource.get("resourceType") if type(resource) is dict else None
-            if type(rtype) is not str:
+            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 continue
-            rid = resource.get("id")
-            if type(rid) is str:
-                ref = rtype + "/" + rid
-                if ref in by_ref:
+            rtype, rid = resource["resourceType"], resource.get("id")
+            if isinstance(rid, str):
+                ref = f"{rtype}/{rid}"
+                if ref in self._by_ref:
                     continue  # the first copy wins (prefetch before fetched, case data before bundle)
-                by_ref[ref] = resource
-            bucket = by_type.get(rtype)
-            if bucket is None:
-                by_type[rtype] = [resource]
-            else:
-                bucket.append(resource)
+                self._by_ref[ref] = resource
+            self._by_type.setdefault(rtype, []).append(resource)
         #: type -> loose code -> (resource, coding); built on first use
         self._code_index: dict[str, dict[str, list[tuple[dict, dict]]]] = {}
         self._texts: dict[int, str] = {}
