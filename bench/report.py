@@ -84,6 +84,8 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
     rows = [
         ("median latency (ms)", f"{la['p50']}", f"{lb['p50']}", f"{lb['p50'] / la['p50']:.2f}x"),
         ("p99 latency (ms)", f"{la['p99']}", f"{lb['p99']}", f"{lb['p99'] / la['p99']:.2f}x"),
+        ("one client alone: median / p99 latency (ms)", _one_client(a), _one_client(b),
+         f"{b['one_client_latency_ms']['p50'] / a['one_client_latency_ms']['p50']:.2f}x"),
         ("throughput (req/s)", f"{a['rps']}", f"{b['rps']}", f"{b['rps'] / a['rps'] * 100:.1f}%"),
         ("requests measured", f"{a['requests']}", f"{b['requests']}", ""),
         ("worker CPU per request (ms)", f"{a['worker_cpu']['ms_per_request']}", f"{b['worker_cpu']['ms_per_request']}",
@@ -107,6 +109,11 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
             ("d: sum of single queries (ms)", "", f"{d['sum_of_queries_ms']}", f"{d['ratio_total_to_sum']}x"),
         ]
     return rows
+
+
+def _one_client(run: dict) -> str:
+    latency = run["one_client_latency_ms"]
+    return f"{latency['p50']} / {latency['p99']}"
 
 
 def _cpu_split(run: dict) -> str:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import timeit
+from dataclasses import replace
 from datetime import datetime
 from datetime import timezone
 from pathlib import Path
@@ -249,8 +250,13 @@ def measured_run(server: GunicornServer, body_file: Path, seconds: float, wrk: W
 
 def load_phase(server: GunicornServer, body_file: Path, args: argparse.Namespace, wrk: WrkSettings,
                logfile: Path) -> dict:
+    """Warm-up, the measured run at the fixed concurrency, then one client alone (unsaturated latency)."""
     run_wrk(server.url + SERVICE_PATH, body_file, args.warmup, wrk, logfile)
-    return measured_run(server, body_file, args.duration, wrk, logfile)
+    result = measured_run(server, body_file, args.duration, wrk, logfile)
+    alone = run_wrk(server.url + SERVICE_PATH, body_file, args.duration / 3,
+                    replace(wrk, threads=1, connections=1), logfile)
+    result["one_client_latency_ms"] = alone["latency_ms"]
+    return result
 
 
 def measure_bare(args, env, body_file: Path, wrk: WrkSettings, logs: Path) -> dict:
