@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 
 import pytest
 
@@ -199,6 +200,25 @@ def test_invalid_feedback_is_400(client, body):
     response = client.post(f"{SIGN}/feedback", json=body)
     assert response.status_code == 400
     _outcome(response)
+
+
+def test_a_database_that_refuses_the_write_gets_503_and_keeps_what_it_had(make_client, tmp_path):
+    """The coverage assertion could not be stored: the EHR must not get a cardless 200 or a stack trace."""
+    client = make_client(data_dir=tmp_path / "data")
+    body = hook_request(service_request("37238"), prefetch=full_prefetch(condition("I87.1", "c1")))
+    first = client.post(SIGN, json=body).get_json()
+    database = sqlite3.connect(tmp_path / "data" / "cds-service.sqlite3")
+    database.execute("CREATE TRIGGER refuse BEFORE INSERT ON coverage_assertion BEGIN SELECT RAISE(ABORT, 'no'); END")
+    database.commit()
+
+    response = client.post(SIGN, json=body)
+
+    assert response.status_code == 503
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "retry" in outcome["issue"][0]["diagnostics"] and "Traceback" not in response.get_data(as_text=True)
+    stored = database.execute("SELECT count(*) FROM coverage_assertion").fetchone()[0]
+    assert stored == len(first["systemActions"]) == 1
 
 
 def test_liveness_and_readiness(client):

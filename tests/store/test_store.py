@@ -159,6 +159,26 @@ def test_duplicate_assertion_id_is_an_error_and_the_batch_is_not_saved(
     assert count_rows(database_url, coverage_assertion) == 1
 
 
+def test_rows_are_stored_exactly_as_sqlalchemy_core_stores_them(
+    open_store: Callable[..., Store], database_url: str
+) -> None:
+    """The store inserts through compiled statements on the driver; the stored values must not differ."""
+    store = open_store()
+    store.save_assertions([make_assertion("via-store")])
+    store.save_feedback([make_feedback("card-a", T0)])
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(coverage_assertion), [dataclasses.asdict(make_assertion("via-core"))])
+            conn.execute(sa.insert(card_feedback), [dataclasses.asdict(make_feedback("card-a", T0))])
+            via_core, via_store = conn.execute(sa.text("SELECT * FROM coverage_assertion ORDER BY assertion_id"))
+            first, second = conn.execute(sa.text("SELECT * FROM card_feedback ORDER BY id"))
+    finally:
+        engine.dispose()
+    assert via_store[0] == "via-store" and via_store[1:] == via_core[1:]
+    assert first[1:] == second[1:]  # all but the generated id
+
+
 def test_naive_datetimes_are_refused(open_store: Callable[..., Store]) -> None:
     store = open_store()
     with pytest.raises(StoreError):
