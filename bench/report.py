@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import statistics
+
 MB = 1_000_000  # targets are in MB (10^6 bytes); /proc reports KiB
+
+
+def paired_ratios(results: dict) -> tuple[float, float]:
+    """b/a median latency and b/a throughput: the median over the rounds, each round's a and b back to back."""
+    rounds = results["rounds"]
+    return (round(statistics.median(r["latency_p50_ratio"] for r in rounds), 2),
+            round(statistics.median(r["throughput_ratio"] for r in rounds), 3))
 
 
 def _mb(kib: int | None) -> float | None:
@@ -29,9 +38,11 @@ def summary(results: dict) -> dict:
     out = {
         "a_p50_ms": a["latency_ms"]["p50"], "a_p99_ms": a["latency_ms"]["p99"], "a_rps": a["rps"],
         "b_p50_ms": b["latency_ms"]["p50"], "b_p99_ms": b["latency_ms"]["p99"], "b_rps": b["rps"],
-        "latency_p50_ratio_b_a": round(b["latency_ms"]["p50"] / a["latency_ms"]["p50"], 2),
+        "latency_p50_ratio_b_a": paired_ratios(results)[0],
         "latency_p99_ratio_b_a": round(b["latency_ms"]["p99"] / a["latency_ms"]["p99"], 2),
-        "throughput_ratio_b_a": round(b["rps"] / a["rps"], 3),
+        "throughput_ratio_b_a": paired_ratios(results)[1],
+        "rounds_latency_p50_ratio": [r["latency_p50_ratio"] for r in results["rounds"]],
+        "rounds_throughput_ratio": [r["throughput_ratio"] for r in results["rounds"]],
         "cpu_ms_per_request_a": a["worker_cpu"]["ms_per_request"], "cpu_ms_per_request_b": b["worker_cpu"]["ms_per_request"],
         "parse_orjson_us": c["orjson_us"], "parse_json_us": c["json_us"],
         "rss_worker_mb_before": list(rss["before"].values()), "rss_worker_mb_after": list(rss["after"].values()),
@@ -47,9 +58,8 @@ def summary(results: dict) -> dict:
 
 
 def targets(results: dict) -> list[dict]:
-    a, b, d = results["a"], results["b"], results.get("d")
-    lat_ratio = round(b["latency_ms"]["p50"] / a["latency_ms"]["p50"], 2)
-    rps_ratio = round(b["rps"] / a["rps"], 3)
+    b, d = results["b"], results.get("d")
+    lat_ratio, rps_ratio = paired_ratios(results)
     rss = rss_summary(b)
     found = [
         {"target": "median latency b <= 2x a", "value": f"{lat_ratio}x", "pass": lat_ratio <= 2.0},
@@ -81,12 +91,18 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
     a, b, c, d = results["a"], results["b"], results["parse"], results.get("d")
     rss = rss_summary(b)
     la, lb = a["latency_ms"], b["latency_ms"]
+    lat_ratio, rps_ratio = paired_ratios(results)
+    rounds = results["rounds"]
     rows = [
-        ("median latency (ms)", f"{la['p50']}", f"{lb['p50']}", f"{lb['p50'] / la['p50']:.2f}x"),
+        ("median latency (ms)", f"{la['p50']}", f"{lb['p50']}", f"{lat_ratio:.2f}x"),
         ("p99 latency (ms)", f"{la['p99']}", f"{lb['p99']}", f"{lb['p99'] / la['p99']:.2f}x"),
         ("one client alone: median / p99 latency (ms)", _one_client(a), _one_client(b),
          f"{b['one_client_latency_ms']['p50'] / a['one_client_latency_ms']['p50']:.2f}x"),
-        ("throughput (req/s)", f"{a['rps']}", f"{b['rps']}", f"{b['rps'] / a['rps'] * 100:.1f}%"),
+        ("throughput (req/s)", f"{a['rps']}", f"{b['rps']}", f"{rps_ratio * 100:.1f}%"),
+        (f"b/a per round ({len(rounds)}): median latency", "", "",
+         " ".join(f"{r['latency_p50_ratio']:.2f}x" for r in rounds)),
+        (f"b/a per round ({len(rounds)}): throughput", "", "",
+         " ".join(f"{r['throughput_ratio'] * 100:.0f}%" for r in rounds)),
         ("requests measured", f"{a['requests']}", f"{b['requests']}", ""),
         ("worker CPU per request (ms)", f"{a['worker_cpu']['ms_per_request']}", f"{b['worker_cpu']['ms_per_request']}",
          f"{b['worker_cpu']['ms_per_request'] / a['worker_cpu']['ms_per_request']:.2f}x"),
@@ -132,13 +148,18 @@ def _targets_rows(results: dict) -> list[tuple[str, str, str]]:
             for t in results["targets"]]
 
 
+def _round_seconds(env: dict) -> float:
+    return round(env["wrk_settings"]["duration_s"] / env["wrk_settings"]["rounds"], 1)
+
+
 def render_table(results: dict) -> str:
     w, env = results["workload"], results["environment"]
     lines = [
         f"Workload: {w['resources']} resources, {len(w['orders'])} orders, body {w['body_bytes'] / 1024:.0f} KiB; "
         f"gunicorn {env['gunicorn_settings']['workers']} workers x {env['gunicorn_settings']['threads']} gthreads; "
         f"wrk -t{env['wrk_settings']['threads']} -c{env['wrk_settings']['connections']} "
-        f"-d{env['wrk_settings']['duration_s']:.0f}s, Connection: {env['wrk_settings']['connection']}"
+        f"-d{_round_seconds(env):g}s x {env['wrk_settings']['rounds']} alternating a/b rounds, "
+        f"Connection: {env['wrk_settings']['connection']}"
         + (f"; PROTOTYPE cds_service from {env['src']}" if env.get("src") else ""),
         "",
         *_table(("measure", "a: bare Flask", "b: order-sign", "b/a"), _rows(results)),
@@ -159,9 +180,10 @@ def render_markdown(results: dict) -> str:
         "",
         f"gunicorn: {env['gunicorn_settings']['workers']} workers, gthread, {env['gunicorn_settings']['threads']} threads, "
         f"loopback, access log on (same settings for a and b). Load: wrk -t{env['wrk_settings']['threads']} "
-        f"-c{env['wrk_settings']['connections']} -d{env['wrk_settings']['duration_s']:.0f}s "
-        f"(Connection: {env['wrk_settings']['connection']}) after "
-        f"{env['wrk_settings']['warmup_s']:.0f} s warm-up; soak {env['wrk_settings']['soak_s']:.0f} s.",
+        f"-c{env['wrk_settings']['connections']} -d{_round_seconds(env):g}s "
+        f"(Connection: {env['wrk_settings']['connection']}) in {env['wrk_settings']['rounds']} alternating rounds "
+        f"(a, b, a, b …) after {env['wrk_settings']['warmup_s']:.0f} s warm-up of each; b/a ratios are the median "
+        f"of the rounds' ratios; soak {env['wrk_settings']['soak_s']:.0f} s.",
         "",
         f"Request b: order-sign, patient `{'bench-patient'}`, orders {', '.join(w['orders'])}; "
         f"{w['prefetch_resources']} prefetched resources ({', '.join(f'{k} {v}' for k, v in w['by_type'].items())}), "

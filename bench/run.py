@@ -70,12 +70,15 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short run: 3 s measurements, 10 s soak")
+    parser.add_argument("--quick", action="store_true", help="short run: 2 rounds of 3 s, 10 s soak")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for a and b (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="gthread threads per worker (default: CDS_THREADS or 4)")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=None, help="seconds per measured wrk run (default 15)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="measured seconds per server, split over the rounds (default 30)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating a/b rounds the measured seconds are split into (default 5)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds of warm-up load (default 5)")
     parser.add_argument("--soak", type=float, default=None, help="seconds of load between RSS samples (default 60)")
     parser.add_argument("--fhir-duration", type=float, default=None, help="seconds of FHIR-path load at c=1 (default 10)")
@@ -89,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.duration = args.duration or (3 if quick else 15)
+    args.duration = args.duration or (6 if quick else 30)
+    args.rounds = args.rounds or (2 if quick else 5)
     args.warmup = args.warmup or (2 if quick else 5)
     args.soak = args.soak or (10 if quick else 60)
     args.fhir_duration = args.fhir_duration or (3 if quick else 10)
@@ -144,7 +148,7 @@ def environment(args: argparse.Namespace) -> dict:
         "gunicorn_settings": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads,
                               "bind": "127.0.0.1:<free port>", "timeout": 30, "accesslog": "-"},
         "wrk_settings": {"threads": args.wrk_threads, "connections": args.connections, "duration_s": args.duration,
-                         "warmup_s": args.warmup, "soak_s": args.soak,
+                         "rounds": args.rounds, "warmup_s": args.warmup, "soak_s": args.soak,
                          "connection": "keep-alive" if args.keepalive else "close"},
         "replays": args.replays, "fhir_duration_s": args.fhir_duration,
         "quick": args.quick,
@@ -248,62 +252,91 @@ def measured_run(server: GunicornServer, body_file: Path, seconds: float, wrk: W
     return result
 
 
-def load_phase(server: GunicornServer, body_file: Path, args: argparse.Namespace, wrk: WrkSettings,
-               logfile: Path) -> dict:
-    """Warm-up, the measured run at the fixed concurrency, then one client alone (unsaturated latency)."""
-    run_wrk(server.url + SERVICE_PATH, body_file, args.warmup, wrk, logfile)
-    result = measured_run(server, body_file, args.duration, wrk, logfile)
-    alone = run_wrk(server.url + SERVICE_PATH, body_file, args.duration / 3,
-                    replace(wrk, threads=1, connections=1), logfile)
-    result["one_client_latency_ms"] = alone["latency_ms"]
-    return result
+def side_by_side(bare: GunicornServer, service: GunicornServer, args: argparse.Namespace, body_file: Path,
+                 wrk: WrkSettings, logfile: Path) -> tuple[dict, dict, list[dict]]:
+    """a and b measured in alternating rounds (a, b, a, b …) after a warm-up of each.
+
+    A machine whose speed drifts during the run (a shared VM) then slows both alike: each
+    round's b/a ratio compares two runs seconds apart. Each server is then measured once
+    more with one client alone (unsaturated latency).
+    """
+    url_a, url_b = bare.url + SERVICE_PATH, service.url + SERVICE_PATH
+    for url in (url_a, url_b):
+        run_wrk(url, body_file, args.warmup, wrk, logfile)
+    seconds = args.duration / args.rounds
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        a = measured_run(bare, body_file, seconds, wrk, logfile)
+        b = measured_run(service, body_file, seconds, wrk, logfile)
+        rounds.append({"a": a, "b": b, "latency_p50_ratio": round(b["latency_ms"]["p50"] / a["latency_ms"]["p50"], 2),
+                       "throughput_ratio": round(b["rps"] / a["rps"], 3)})
+        log(f"round {number}/{args.rounds}: a {a['rps']} req/s p50 {a['latency_ms']['p50']} ms, "
+            f"b {b['rps']} req/s p50 {b['latency_ms']['p50']} ms")
+    combined = {name: combine([r[name] for r in rounds]) for name in ("a", "b")}
+    alone = replace(wrk, threads=1, connections=1)
+    for name, server in (("a", bare), ("b", service)):
+        one = run_wrk(server.url + SERVICE_PATH, body_file, max(3.0, seconds), alone, logfile)
+        combined[name]["one_client_latency_ms"] = one["latency_ms"]
+    return combined["a"], combined["b"], rounds
 
 
-def measure_bare(args, env, body_file: Path, wrk: WrkSettings, logs: Path) -> dict:
+def combine(runs: list[dict]) -> dict:
+    """Several measured runs of one server as one: totals, and the median of the rounds' percentiles."""
+    requests_ = sum(r["requests"] for r in runs)
+    seconds = sum(r["seconds"] for r in runs)
+    cpu: dict = {}
+    for run in runs:
+        for pid, used in run["worker_cpu"]["seconds"].items():
+            cpu[pid] = round(cpu.get(pid, 0.0) + used, 2)
+    return {
+        "requests": requests_, "seconds": round(seconds, 2), "rps": round(requests_ / seconds, 1),
+        "latency_ms": {key: round(statistics.median(r["latency_ms"][key] for r in runs), 2)
+                       for key in ("p50", "p99")},
+        "worker_cpu": {"seconds": cpu, "utilisation_pct": round(sum(cpu.values()) / seconds * 100),
+                       "ms_per_request": round(sum(cpu.values()) / requests_ * 1000, 2)},
+        "error_count": sum(r["error_count"] for r in runs),
+    }
+
+
+def start_bare(args, env, logs: Path, body_file: Path) -> GunicornServer:
     server = GunicornServer("a-bare", [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", "{port}"],
-                            env, logs, args.workers)
-    try:
-        server.start()
-        log(f"a: bare Flask app on {server.url}, workers {server.worker_pids()}")
-        response = post(server.url + SERVICE_PATH, body_file.read_bytes())
-        if response.status_code != 200 or response.json() != {"cards": []}:
-            raise RuntimeError(f"bare app answered {response.status_code}: {response.text[:200]}")
-        result = load_phase(server, body_file, args, wrk, logs / "wrk.log")
-        result["rss_kib"] = server.rss()
-        log(f"a: {result['rps']} req/s, p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms")
-        return result
-    finally:
-        server.stop()
+                            env, logs, args.workers).start()
+    log(f"a: bare Flask app on {server.url}, workers {server.worker_pids()}")
+    response = post(server.url + SERVICE_PATH, body_file.read_bytes())
+    if response.status_code != 200 or response.json() != {"cards": []}:
+        raise RuntimeError(f"bare app answered {response.status_code}: {response.text[:200]}")
+    return server
 
 
 def start_service(args, env, logs: Path) -> GunicornServer:
     argv = [str(Path(sys.executable).parent / "cds-service"), "serve", "--host", "127.0.0.1", "--port", "{port}",
             "--workers", str(args.workers)]
-    return GunicornServer("b-service", argv, env, logs, args.workers).start()
+    server = GunicornServer("b-service", argv, env, logs, args.workers).start()
+    log(f"b: cds-service serve on {server.url}, workers {server.worker_pids()}")
+    return server
 
 
-def measure_service(server: GunicornServer, args, body_file: Path, wrk: WrkSettings, logs: Path) -> dict:
-    response = post(server.url + SERVICE_PATH, body_file.read_bytes())
+def check_service(service: GunicornServer, body_file: Path) -> list[str]:
+    """Request b's answer must be right before it is timed; returns the card summaries."""
+    response = post(service.url + SERVICE_PATH, body_file.read_bytes())
     problems = check_hook_response(response, len(ORDER_CODES))
     if problems:
         raise RuntimeError(f"service answer to request b is not as expected: {problems}")
     log(f"b: checked: 200, {len(response.json()['cards'])} cards, {len(ORDER_CODES)} coverage-information actions")
-    rss_boot = server.rss()
-    result = load_phase(server, body_file, args, wrk, logs / "wrk.log")
-    log(f"b: {result['rps']} req/s, p50 {result['latency_ms']['p50']} ms, p99 {result['latency_ms']['p99']} ms")
-    workers_before = server.worker_pids()
-    rss_before = server.rss()
+    return outcomes(response)
+
+
+def soak(service: GunicornServer, args, body_file: Path, wrk: WrkSettings, logs: Path, rss_boot: dict) -> dict:
+    """b under load for ``--soak`` seconds: RSS per worker before and after, and whether workers restarted."""
+    workers_before = service.worker_pids()
+    rss_before = service.rss()
     log(f"b: soak {args.soak:.0f} s for RSS (workers {workers_before})")
-    soak = measured_run(server, body_file, args.soak, wrk, logs / "wrk.log")
-    rss_after = server.rss()
-    workers_after = server.worker_pids()
-    result.update({
-        "cards": outcomes(response),
-        "rss_kib": {"boot": rss_boot, "before": rss_before, "after": rss_after},
-        "workers_restarted": workers_before != workers_after,
-        "soak": {k: soak[k] for k in ("requests", "seconds", "rps", "latency_ms", "errors", "error_count", "worker_cpu")},
-    })
-    return result
+    run = measured_run(service, body_file, args.soak, wrk, logs / "wrk.log")
+    return {
+        "rss_kib": {"boot": rss_boot, "before": rss_before, "after": service.rss()},
+        "workers_restarted": workers_before != service.worker_pids(),
+        "soak": {k: run[k] for k in ("requests", "seconds", "rps", "latency_ms", "errors", "error_count", "worker_cpu")},
+    }
 
 
 def measure_fhir(server: GunicornServer, workload: Workload, args, tmp: Path, logs: Path) -> dict:
@@ -410,11 +443,18 @@ def main(argv: list[str] | None = None) -> int:
             f"in-process hook {results['in_process']['median_ms']} ms")
 
         env = child_env(args, tmp / "data-b")
-        results["a"] = measure_bare(args, env, body_file, wrk, logs)
-        service = start_service(args, env, logs)
+        bare = start_bare(args, env, logs, body_file)
+        service = None
         try:
-            log(f"b: cds-service serve on {service.url}, workers {service.worker_pids()}")
-            results["b"] = measure_service(service, args, body_file, wrk, logs)
+            service = start_service(args, env, logs)
+            cards = check_service(service, body_file)
+            rss_boot = service.rss()
+            results["a"], results["b"], results["rounds"] = side_by_side(bare, service, args, body_file, wrk,
+                                                                         logs / "wrk.log")
+            results["a"]["rss_kib"] = bare.rss()
+            bare.stop()
+            results["b"]["cards"] = cards
+            results["b"].update(soak(service, args, body_file, wrk, logs, rss_boot))
             if not args.skip_fhir:
                 try:
                     results["d"] = measure_fhir(service, workload, args, tmp, logs)
@@ -422,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"d: FAILED: {exc}")
                     results["d_error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            service.stop()
+            bare.stop()
+            if service is not None:
+                service.stop()
 
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     results["summary"] = summary(results)
