@@ -1,9 +1,9 @@
 """The framework ceiling: a bare Flask app under gunicorn with the service's own settings.
 
 It parses the JSON body (orjson, as the service does) and answers ``{"cards": []}``.
-Workers, gthread threads, bind, timeouts and the access log are set exactly as
-``cds-service serve`` sets them (cds_service/cli.py), from the same ``CDS_*``
-settings, so the only difference from the service is the work done per request.
+Its gunicorn configuration and its workers' garbage-collector settings are the ones
+``cds-service serve`` runs with (``cds_service.serving``, from the same ``CDS_*``
+settings), so the only difference from the service is the work done per request.
 
     python bench/bare_app.py [--host 127.0.0.1] [--port 8081] [--workers N]
 """
@@ -20,6 +20,8 @@ from flask import request
 from gunicorn.app.base import BaseApplication
 
 from cds_service.config import Settings
+from cds_service.serving import gunicorn_settings
+from cds_service.serving import tune_garbage_collector
 
 
 def create_bare_app(max_body_bytes: int) -> Flask:
@@ -40,20 +42,6 @@ def create_bare_app(max_body_bytes: int) -> Flask:
     return app
 
 
-def gunicorn_config(settings: Settings) -> dict:
-    """The gunicorn settings ``cds-service serve`` uses (kept in step with cds_service/cli.py)."""
-    return {
-        "bind": f"{settings.host}:{settings.port}",
-        "workers": settings.workers,
-        "worker_class": "gthread",
-        "threads": settings.threads,
-        "timeout": 30,
-        "graceful_timeout": 10,
-        "accesslog": "-",
-        "limit_request_line": 8190,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host")
@@ -63,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers))
                  if v is not None}
     settings = Settings(**overrides)
-    config = gunicorn_config(settings)
+    config = gunicorn_settings(settings)
 
     class Application(BaseApplication):
         def load_config(self) -> None:
@@ -71,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                 self.cfg.set(key, value)
 
         def load(self):
-            return create_bare_app(settings.max_body_bytes)
+            app = create_bare_app(settings.max_body_bytes)
+            tune_garbage_collector()
+            return app
 
     Application().run()
     return 0

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import cds_service
-    from cds_service.cli import tune_garbage_collector
+    from cds_service.serving import tune_garbage_collector
     from cds_service.config import Settings
     from cds_service.web.app import create_app
 

@@ -137,6 +137,8 @@ def environment(args: argparse.Namespace) -> dict:
     import gunicorn
 
     import cds_service
+    from cds_service.config import Settings
+    from cds_service.serving import gunicorn_settings
     from importlib.metadata import version
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -145,8 +147,8 @@ def environment(args: argparse.Namespace) -> dict:
         "flask": version("flask"), "gunicorn": gunicorn.__version__,
         "cds_service": str(Path(cds_service.__file__).parent), "src": str(args.src) if args.src else None,
         "orjson": orjson.__version__, "wrk": wrk_version(),
-        "gunicorn_settings": {"workers": args.workers, "worker_class": "gthread", "threads": args.threads,
-                              "bind": "127.0.0.1:<free port>", "timeout": 30, "accesslog": "-"},
+        "gunicorn_settings": {**gunicorn_settings(Settings(workers=args.workers, threads=args.threads)),
+                              "bind": "127.0.0.1:<free port>"},
         "wrk_settings": {"threads": args.wrk_threads, "connections": args.connections, "duration_s": args.duration,
                          "rounds": args.rounds, "warmup_s": args.warmup, "soak_s": args.soak,
                          "connection": "keep-alive" if args.keepalive else "close"},
@@ -210,7 +212,7 @@ def in_process_hook(body: bytes, data_dir: Path, iterations: int) -> dict:
     With the garbage-collector settings a serving worker uses (``tune_garbage_collector``),
     restored afterwards.
     """
-    from cds_service.cli import tune_garbage_collector
+    from cds_service.serving import tune_garbage_collector
     from cds_service.config import Settings
     from cds_service.web.app import create_app
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import time
@@ -31,6 +30,8 @@ from .payers import identify_payer
 from .record import Order
 from .record import PatientRecord
 from .service import HookService
+from .serving import gunicorn_settings
+from .serving import tune_garbage_collector
 from .web.app import create_app
 
 _MARK = {Status.MET: "[met]", Status.NOT_MET: "[NOT MET]", Status.UNDOCUMENTED: "[undocumented]"}
@@ -53,17 +54,8 @@ def serve(args: argparse.Namespace) -> int:
 
     class Application(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", settings.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", settings.threads)
-            # A worker takes no more connections than it has threads, so keep-alive clients
-            # spread over all workers instead of queueing on the first one.
-            self.cfg.set("worker_connections", settings.threads)
-            self.cfg.set("timeout", 30)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("limit_request_line", 8190)
+            for key, value in gunicorn_settings(settings).items():
+                self.cfg.set(key, value)
 
         def load(self):
             app = create_app(settings)
@@ -72,19 +64,6 @@ def serve(args: argparse.Namespace) -> int:
 
     Application().run()
     return 0
-
-
-def tune_garbage_collector() -> None:
-    """Garbage-collector settings for a serving worker.
-
-    Everything loaded at start (policies, FHIR model classes) lives as long as the process:
-    freezing it keeps full collections from rescanning ~10^5 objects. A 200 KB prefetch parses
-    into ~10^4 short-lived, acyclic objects that reference counting frees; the default threshold
-    of 700 allocations would run the collector a dozen times per request for nothing.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def _print_node(result: NodeResult, depth: int = 0) -> None:
