@@ -35,12 +35,13 @@ def summary(results: dict) -> dict:
     """The headline figures in one flat block (what the README quotes)."""
     a, b, c, d = results["a"], results["b"], results["parse"], results.get("d")
     rss = rss_summary(b)
+    lat_ratio, rps_ratio = paired_ratios(results)
     out = {
         "a_p50_ms": a["latency_ms"]["p50"], "a_p99_ms": a["latency_ms"]["p99"], "a_rps": a["rps"],
         "b_p50_ms": b["latency_ms"]["p50"], "b_p99_ms": b["latency_ms"]["p99"], "b_rps": b["rps"],
-        "latency_p50_ratio_b_a": paired_ratios(results)[0],
+        "latency_p50_ratio_b_a": lat_ratio,
         "latency_p99_ratio_b_a": round(b["latency_ms"]["p99"] / a["latency_ms"]["p99"], 2),
-        "throughput_ratio_b_a": paired_ratios(results)[1],
+        "throughput_ratio_b_a": rps_ratio,
         "rounds_latency_p50_ratio": [r["latency_p50_ratio"] for r in results["rounds"]],
         "rounds_throughput_ratio": [r["throughput_ratio"] for r in results["rounds"]],
         "cpu_ms_per_request_a": a["worker_cpu"]["ms_per_request"], "cpu_ms_per_request_b": b["worker_cpu"]["ms_per_request"],
