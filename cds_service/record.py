@@ -53,24 +53,28 @@ _CODE_REFERENCES: dict[str, tuple[str, str]] = {
 
 
 def _own_concepts(resource: dict, paths: tuple[tuple[str, ...], ...]) -> list[dict]:
-    """The CodeableConcepts at *paths* (list-aware: ("component", "code") is every component's code).
+    """The CodeableConcepts at *paths* of one resource (("component", "code") is every component's code)."""
+    return [concept for _resource, concept in _concept_pairs((resource,), paths)]
 
-    Runs for every resource of an indexed type, so the common shapes take the short way.
+
+def _concept_pairs(resources: list[dict] | tuple[dict, ...], paths: tuple[tuple[str, ...], ...]) -> list[tuple[dict, dict]]:
+    """(resource, CodeableConcept) for every concept at *paths* of *resources*.
+
+    A path is one element holding a CodeableConcept (``code``) or a repeating element and the
+    concept in each repetition (``component.code``), the shapes FHIR defines for every indexed
+    path; other shapes are invalid FHIR and never count as evidence anyway. This runs over every
+    resource of an indexed type (hundreds of vital signs), so each path is one comprehension
+    over all resources rather than a function call per resource.
     """
-    concepts: list[dict] = []
+    pairs: list[tuple[dict, dict]] = []
     for path in paths:
-        value = resource.get(path[0])
-        if value is None:
-            continue
-        if len(path) == 1 and type(value) is dict:
-            concepts.append(value)
-            continue
-        values = value if type(value) is list else [value]
-        for part in path[1:]:
-            values = [v for item in values if type(item) is dict and (v := item.get(part)) is not None]
-            values = [x for v in values for x in (v if type(v) is list else (v,))]
-        concepts.extend(v for v in values if type(v) is dict)
-    return concepts
+        if len(path) == 1:
+            pairs += [(r, c) for r in resources if type(c := r.get(path[0])) is dict]
+        else:
+            outer, inner = path
+            pairs += [(r, c) for r in resources if type(items := r.get(outer)) is list
+                      for item in items if type(item) is dict and type(c := item.get(inner)) is dict]
+    return pairs
 
 
 _PATHS = {rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in _CODE_PATHS.items()}
@@ -308,21 +312,23 @@ class PatientRecord:
         if index is not None:
             return index
         by_code: dict[str, list[tuple[dict, dict]]] = {}
-        own_only = rtype not in _CODE_REFERENCES
-        paths = _PATHS.get(rtype, ())
-        for resource in self._by_type.get(rtype, ()):
-            for concept in _own_concepts(resource, paths) if own_only else self.concepts_of(resource):
-                codings = concept.get("coding")
-                if type(codings) is not list:
-                    continue
-                for coding in codings:
-                    code = coding.get("code") if type(coding) is dict else None
-                    if type(code) is str and code:
-                        entries = by_code.get(code)
-                        if entries is None:
-                            by_code[code] = [(resource, coding)]
-                        else:
-                            entries.append((resource, coding))
+        resources = self._by_type.get(rtype, [])
+        if rtype in _CODE_REFERENCES:
+            pairs = [(resource, concept) for resource in resources for concept in self.concepts_of(resource)]
+        else:
+            pairs = _concept_pairs(resources, _PATHS.get(rtype, ()))
+        for resource, concept in pairs:
+            codings = concept.get("coding")
+            if type(codings) is not list:
+                continue
+            for coding in codings:
+                code = coding.get("code") if type(coding) is dict else None
+                if type(code) is str and code:
+                    entries = by_code.get(code)
+                    if entries is None:
+                        by_code[code] = [(resource, coding)]
+                    else:
+                        entries.append((resource, coding))
         # Reduced once per distinct code, not per coding: a chart repeats a few codes hundreds of times.
         index = self._code_index[rtype] = {}
         for code, entries in by_code.items():

@@ -35,3 +35,14 @@ def test_observation_components_are_found_by_their_own_codes() -> None:
     assert refs(record.find("Observation", compile_codes({"loinc": ["8480-6"]}))) == {"Observation/bp"}
     assert refs(record.find("Observation", compile_codes({"loinc": ["85354-9"]}))) == {"Observation/bp"}
     assert refs(record.find("Observation", compile_codes({"loinc": ["8462-4"]}))) == set()
+
+
+def test_allergy_reactions_are_found_by_substance_and_misshapen_concepts_are_ignored() -> None:
+    penicillin = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7980"}
+    allergy = {"resourceType": "AllergyIntolerance", "id": "a", "patient": {"reference": "Patient/p"},
+               "reaction": [{"manifestation": [{"text": "hives"}], "substance": {"coding": [penicillin]}}]}
+    # code must be one CodeableConcept: a list there is not FHIR and must not count as evidence
+    misshapen = {"resourceType": "AllergyIntolerance", "id": "b", "patient": {"reference": "Patient/p"},
+                 "code": [{"coding": [penicillin]}]}
+    record = PatientRecord([allergy, misshapen])
+    assert refs(record.find("AllergyIntolerance", compile_codes({"rxnorm": ["7980"]}))) == {"AllergyIntolerance/a"}
