@@ -297,6 +297,7 @@ class PatientRecord:
         self._texts: dict[int, str] = {}
         self._found: dict[tuple[str, int], tuple[CodeSet, list[dict]]] = {}
         self._mentions: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+        self._type_texts: dict[str, list[str]] = {}  # text_of each resource, in resources() order
         self._prefixes: dict[tuple[str, int], dict[str, list[tuple[dict, dict]]]] = {}
         self._valid: dict[int, bool] = {}
         self._bundle: dict | None = None
@@ -406,9 +407,15 @@ class PatientRecord:
         key = (resource_type, words)
         found = self._mentions.get(key)
         if found is None:
-            lowered = [w.lower() for w in words]
-            found = self._mentions[key] = [r for r in self.resources(resource_type)
-                                           if any(w in self.text_of(r) for w in lowered)]
+            resources = self.resources(resource_type)
+            texts = self._type_texts.get(resource_type)
+            if texts is None:
+                texts = self._type_texts[resource_type] = [self.text_of(r) for r in resources]
+            hits: set[int] = set()
+            for word in words:  # word by word: a handful of words, tens of resources
+                word = word.lower()
+                hits.update([i for i, text in enumerate(texts) if word in text])
+            found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)
 
     def resolve(self, reference: Any, within: dict | None = None) -> dict | None:
