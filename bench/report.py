@@ -117,6 +117,7 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
         ("parse floor orjson / json (µs)", "", f"{c['orjson_us']} / {c['json_us']}", ""),
         ("parse + HookRequest validation (µs)", "", f"{c['parse_hook_request_us']}", ""),
         ("in-process hook, 1 thread (ms)", "", f"{results['in_process']['median_ms']}", ""),
+        ("in-process hook, a chart not seen before (ms)", "", f"{results['in_process']['new_chart_median_ms']}", ""),
     ]
     if d is not None:
         rows += [
