@@ -89,13 +89,10 @@ def test_paging_token_and_one_query_per_key(client, loaded_server):
 def test_queries_run_concurrently_under_one_deadline(client, loaded_server):
     body = load_json(FIXTURES / "requests" / "sclero-seed-case.order-sign.json")
     delays = {t: {"delay_ms": 700} for t in ("Condition", "Observation", "Procedure", "DiagnosticReport")}
-    loaded_server.set_faults(delays)
-    try:
+    with loaded_server.faults(delays):
         started = time.monotonic()
         response = client.post(SIGN, json=_via_fhir(body, loaded_server))
         elapsed = time.monotonic() - started
-    finally:
-        loaded_server.clear_faults()
     assert response.status_code == 200
     assert elapsed < 1.6, f"four 0.7 s queries took {elapsed:.2f} s: they did not run concurrently"
 
@@ -116,13 +113,10 @@ def test_failing_server_means_undetermined_not_covered(make_client, loaded_serve
     body = load_json(FIXTURES / "requests" / "sclero-meets.order-sign.json")
     baseline = _answer(client.post(SIGN, json=body))["decisions"]
     assert baseline and all(("covered", "covered") in decision for decision in baseline.values())
-    loaded_server.set_faults({"Observation": fault})
-    try:
+    with loaded_server.faults({"Observation": fault}):
         started = time.monotonic()
         response = client.post(SIGN, json=_via_fhir(body, loaded_server))
         elapsed = time.monotonic() - started
-    finally:
-        loaded_server.clear_faults()
     assert response.status_code == 200 and elapsed < 2.5
     for decision in _answer(response)["decisions"].values():
         assert ("covered", "covered") not in decision

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,15 @@ class FhirTestServer:
 
     def clear_faults(self) -> None:
         self.set_faults({})
+
+    @contextmanager
+    def faults(self, faults: dict[str, dict[str, Any]]) -> Iterator["FhirTestServer"]:
+        """``set_faults`` for the ``with`` block only (for servers shared by several tests)."""
+        self.set_faults(faults)
+        try:
+            yield self
+        finally:
+            self.clear_faults()
 
     # -- data loading ----------------------------------------------------------------
 
