@@ -78,6 +78,8 @@ def test_the_valid_demo_policy_loads(policy_dir):
     ("          age: {min: 18}", "          ref: nowhere", 16, "ref 'nowhere' is not in definitions"),
     ("payers: [cohere-demo]", "payers: [acme]", None, "payer 'acme' is not in payers.yaml"),
     ("codes: {cpt: [\"99999\"]}", "codes: {cpt: [\"37238\"]}", None, "also claimed by 'cohere-venous-stents'"),
+    ("          age: {min: 18}", "          order: {codes: {cpt: ['22633']}, level: L5}", 20,
+     "level 'L5' is not one spinal interspace"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),
     ("title: Demo policy", "title: [unclosed", 3, "invalid YAML"),
 ])

@@ -15,7 +15,7 @@ from cds_service.codes import PROJECT_FINDINGS
 from cds_service.codes import CodeSet
 from cds_service.policy.loader import rule_roots
 from cds_service.policy.loader import walk
-from cds_service.policy.schema import PREDICATE_RESOURCES
+from cds_service.policy.schema import predicate_resources
 from cds_service.policy.schema import Leaf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def render(catalog: Catalog) -> str:
                     shown = "; ".join(f"{system} {', '.join(dict.fromkeys(values))}" for system, values in codes.items())
                     if words:
                         shown += ("; " if shown else "") + "text: " + ", ".join(f'"{w}"' for w in words)
-                    where = ", ".join(PREDICATE_RESOURCES[type(node.predicate)]) or "the draft orders"
+                    where = ", ".join(predicate_resources(node.predicate)) or "the draft orders"
                     lines.append(f"| `{node.id}` {node.text} | {where} | {shown or '—'} |")
         lines.append("")
     lines += ["## Our codes for findings with no standard code", "",

@@ -28,7 +28,6 @@ from .predicates import EVALUATORS
 from .predicates import Context
 from .predicates import LeafOutcome
 from .predicates import Status
-from .schema import PREDICATE_RESOURCES
 from .schema import AllOf
 from .schema import AnyForm
 from .schema import AnyOf
@@ -42,6 +41,7 @@ from .schema import Policy
 from .schema import Ref
 from .schema import Rule
 from .schema import Suggestion
+from .schema import predicate_resources
 from .schema import When
 
 
@@ -172,7 +172,7 @@ class _Evaluator:
 
     def _leaf(self, leaf: Leaf) -> NodeResult:
         outcome = EVALUATORS[type(leaf.predicate)](leaf.predicate, self.ctx)
-        types = set(PREDICATE_RESOURCES[type(leaf.predicate)])
+        types = set(predicate_resources(leaf.predicate))
         unavailable = types & self.ctx.record.unavailable
         if outcome.status is Status.UNDOCUMENTED:
             answer = self.answers.get(leaf.id) if leaf.ask else None

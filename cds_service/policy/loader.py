@@ -21,7 +21,6 @@ from typing import Iterator
 import yaml
 from pydantic import ValidationError
 
-from .schema import PREDICATE_RESOURCES
 from .schema import AllOf
 from .schema import AnyForm
 from .schema import AnyOf
@@ -34,6 +33,7 @@ from .schema import Policy
 from .schema import Ref
 from .schema import Rule
 from .schema import When
+from .schema import predicate_resources
 
 Path_ = tuple[Any, ...]
 
@@ -154,7 +154,7 @@ def resource_types(policy: Policy, rule: Rule) -> frozenset[str]:
     for root in rule_roots(policy, rule):
         for node in walk(root, policy):
             if isinstance(node, Leaf):
-                types.update(PREDICATE_RESOURCES[type(node.predicate)])
+                types.update(predicate_resources(node.predicate))
     return frozenset(types)
 
 

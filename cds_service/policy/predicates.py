@@ -241,6 +241,14 @@ def _value_test(p: ObservationPredicate, holder: dict) -> tuple[Status, str | No
     return Status.MET, None
 
 
+def _about_procedure(ctx: Context, observation: dict, codes: CodeSet) -> bool:
+    """Whether a result may be about a procedure with *codes*: it is linked (partOf/focus) to
+    no Procedure on record, or to one with such a code."""
+    linked = [ctx.record.resolve(ref, observation) for key in ("partOf", "focus") for ref in _dicts(observation.get(key))]
+    procedures = [r for r in linked if r is not None and r.get("resourceType") == "Procedure"]
+    return not procedures or any(codes.matches_concept(c) for r in procedures for c in ctx.record.concepts_of(r))
+
+
 def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
     dated: list[tuple[date, dict]] = []
@@ -248,6 +256,8 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     for resource in ctx.record.find("Observation", p.codes):
         when = _effective(resource)
         if resource.get("status") not in _FINAL or when is None:
+            continue
+        if p.part_of is not None and not _about_procedure(ctx, resource, p.part_of):
             continue
         if not _at_site(ctx, _dicts(resource.get("bodySite")), p.body_site, p.at_level):
             continue
@@ -433,11 +443,19 @@ def questionnaire(p: QuestionnairePredicate, ctx: Context) -> LeafOutcome:
 
 def order(p: OrderPredicate, ctx: Context) -> LeafOutcome:
     # The draft orders are the whole set being signed, so "not among them" is a fact, not a gap.
-    for other in ctx.record.orders:
-        if other is ctx.order:
-            continue
-        if any(p.codes.contains(system, code) for system, code, _ in other.codings):
-            return LeafOutcome(Status.MET, (other.reference,))
+    others = [o for o in ctx.record.orders
+              if o is not ctx.order and any(p.codes.contains(system, code) for system, code, _ in o.codings)]
+    if p.level is None:
+        return LeafOutcome(Status.MET, (others[0].reference,)) if others else \
+            LeafOutcome(Status.NOT_MET, reason="not ordered together with this order")
+    at_level = [o for o in others if any(level.label == p.level for level in o.levels)]
+    if at_level:
+        return LeafOutcome(Status.MET, (at_level[0].reference,))
+    unnamed = [o for o in others if not o.levels]
+    if unnamed:
+        return _undocumented(f"{unnamed[0].reference} does not name its spinal levels", found=True)
+    if others:
+        return LeafOutcome(Status.NOT_MET, tuple(o.reference for o in others), f"not ordered at {p.level}")
     return LeafOutcome(Status.NOT_MET, reason="not ordered together with this order")
 
 

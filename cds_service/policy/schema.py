@@ -29,6 +29,7 @@ from ..codes import CPT
 from ..codes import HCPCS
 from ..codes import CodeSet
 from ..codes import compile_codes
+from ..record import levels_in_text
 from .fhirpath import CompiledFhirPath
 from .fhirpath import compile_fhirpath
 from .timing import Duration
@@ -163,6 +164,9 @@ class ObservationPredicate(_Predicate):
     value_boolean: bool | None = None
     body_site: Codes | None = None
     at_level: bool = False
+    #: Results linked (partOf/focus) to a Procedure count only if it has one of these codes:
+    #: the relief after a TFESI is not the relief after the facet block done the same day.
+    part_of: Codes | None = None
 
     @model_validator(mode="after")
     def _one_value_test(self) -> "ObservationPredicate":
@@ -246,6 +250,18 @@ class OrderPredicate(_Predicate):
     kind: Literal["order"] = Field("order", alias="__kind", exclude=True)
 
     codes: Codes
+    #: The other order must name this spinal level (e.g. "L5-S1": a fusion that reaches the sacrum).
+    level: str | None = None
+
+    @field_validator("level")
+    @classmethod
+    def _one_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        levels, _ = levels_in_text(value)
+        if len(levels) != 1:
+            raise ValueError(f"level '{value}' is not one spinal interspace such as 'L5-S1'")
+        return next(iter(levels)).label
 
 
 class OrderReasonPredicate(_Predicate):
@@ -306,6 +322,14 @@ PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
         "AllergyIntolerance", "MedicationRequest", "DeviceRequest", "DeviceUseStatement",
     ),
 }
+
+
+def predicate_resources(predicate: _Strict) -> tuple[str, ...]:
+    """The resource types one predicate reads: its kind's, plus the Procedures a ``part_of`` resolves."""
+    types = PREDICATE_RESOURCES[type(predicate)]
+    if isinstance(predicate, ObservationPredicate) and predicate.part_of is not None:
+        types += ("Procedure",)
+    return types
 
 
 # --- criteria tree ---------------------------------------------------------------------
