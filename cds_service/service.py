@@ -118,7 +118,8 @@ class HookService:
         options = parse_options(request.crd_extension("davinci-crd.configuration"),
                                 request.crd_extension("davinci-crd.requestedVersion"))
         links = {e.policy.id: self.policy_link(e.policy, base_url) for e in evaluations if e.policy}
-        context = CardContext(service.hook, payer, options, today, request.context.patientId, links)
+        context = CardContext(service.hook, payer, options, today, request.context.patientId, links,
+                              request.context.userId)
         cards = render_cards(evaluations, context)
         actions, decisions = [], []
         if options.enabled("coverage-info"):

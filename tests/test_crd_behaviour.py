@@ -39,6 +39,7 @@ def test_default_cards_for_a_documentation_gap(client):
     ({"guideline": False}, ["coverage-info", "therapy-alternatives-req"], True),
     ({"therapy-alternatives-req": False}, ["coverage-info", "guideline"], True),
     ({"coverage-info": False}, ["therapy-alternatives-req", "guideline"], False),
+    ({"coverage-info": False, "request-form-completion": True}, ["therapy-alternatives-req", "guideline"], False),
     ({"max-cards": 1}, ["coverage-info"], True),
     ({"max-cards": 0}, [], True),
     ({"request-form-completion": True}, ["coverage-info", "therapy-alternatives-req", "coverage-info", "guideline"], True),
@@ -63,6 +64,16 @@ def test_request_form_card_creates_a_task_for_the_questionnaire(client):
     assert task["code"]["coding"][0]["code"] == "complete-questionnaire"
     assert task["input"][0]["valueCanonical"].startswith("http://example.org/fhir/cds-prior-auth/Questionnaire/sclerotherapy|")
     assert {"reference": "ServiceRequest/sclero-seed-order-36470"} in task["basedOn"]
+
+
+def test_suggested_order_without_a_drafted_requester_names_the_signing_user(client):
+    body = fixture_request("sclero-seed-case")
+    for entry in body["context"]["draftOrders"]["entry"]:
+        entry["resource"].pop("requester", None)
+    data = client.post(SIGN, json=body).get_json()
+    created = [a["resource"] for c in data["cards"] for s in c.get("suggestions", []) for a in s["actions"]
+               if a["resource"]["resourceType"] == "ServiceRequest"]
+    assert created and all(r["requester"] == {"reference": body["context"]["userId"]} for r in created)
 
 
 def test_additional_order_already_drafted_is_not_suggested_again(client):

@@ -43,6 +43,7 @@ class CardContext:
     today: date
     patient_id: str
     policy_links: dict[str, str]  # policy id -> absolute guideline URL
+    user_id: str | None = None  # the clinician in the hook context: requester of suggested orders
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -275,7 +276,8 @@ def _orders_card(policy: Policy, evaluations: list[OrderEvaluation], ctx: CardCo
             "code": {"coding": [{"system": s.system_uri, "code": s.code, "display": s.display}], "text": s.display},
             "subject": {"reference": f"Patient/{ctx.patient_id}"},
             "authoredOn": ctx.today.isoformat(),
-            "requester": order.get("requester"),
+            # CRD's ServiceRequest profile requires a requester: the draft's, else the signing user.
+            "requester": order.get("requester") or ({"reference": ctx.user_id} if ctx.user_id else None),
             "insurance": order.get("insurance"),
         }
         suggestions.append({"label": s.label, "uuid": str(uuid.uuid4()), "isRecommended": True,
@@ -340,7 +342,9 @@ def render_cards(evaluations: list[OrderEvaluation], ctx: CardContext) -> list[d
             if card:
                 ranked.append(("orders", card))
         undocumented = [e for e in members if e.outcome is Outcome.DOCUMENTATION_NEEDED]
-        if options.enabled("request-form-completion") and undocumented and ctx.hook == "order-sign":
+        # The form card is a coverage-info card: with coverage-info off, no card of that type is sent.
+        if options.enabled("request-form-completion") and options.enabled("coverage-info") and undocumented \
+                and ctx.hook == "order-sign":
             ranked.append(("form", _form_card(policy, undocumented, ctx)))
         if options.enabled("guideline"):
             ranked.append(("guideline", _guideline_card(policy, members, ctx)))
