@@ -172,10 +172,9 @@ class _Evaluator:
 
     def _leaf(self, leaf: Leaf) -> NodeResult:
         outcome = EVALUATORS[type(leaf.predicate)](leaf.predicate, self.ctx)
-        types = set(predicate_resources(leaf.predicate))
-        unavailable = types & self.ctx.record.unavailable
         if outcome.status is Status.UNDOCUMENTED:
             answer = self.answers.get(leaf.id) if leaf.ask else None
+            unavailable = self.ctx.record.unavailable.intersection(predicate_resources(leaf.predicate))
             if answer is not None and isinstance(answer.value, bool):
                 outcome = LeafOutcome(Status.MET if answer.value else Status.NOT_MET, (answer.reference,),
                                       None if answer.value else "answered 'no' on the documentation form")
