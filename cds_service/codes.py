@@ -29,6 +29,8 @@ PROJECT_FINDINGS = f"{PROJECT_BASE}/CodeSystem/documentation-findings"
 _ALIASES = {
     # THO canonical HCPCS is http; many EHRs (and the CRD IG examples) send https.
     "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": HCPCS,
+    # CMS Blue Button's claim code system, used by the CRD reference implementation and Inferno.
+    "https://bluebutton.cms.gov/resources/codesystem/hcpcs": HCPCS,
     "urn:oid:2.16.840.1.113883.6.285": HCPCS,
     "urn:oid:2.16.840.1.113883.6.12": CPT,
     "https://www.ama-assn.org/go/cpt": CPT,
@@ -81,6 +83,19 @@ def normalize_code(system: str | None, code: str | None) -> str | None:
     if system in (CPT, HCPCS):
         return code.upper()
     return code
+
+
+def coding_key(system: str | None, code: str | None) -> tuple[str | None, str | None]:
+    """(canonical system, normalised code): how codes are compared.
+
+    HCPCS Level I is CPT, so a CPT-shaped code sent under a HCPCS system (claims data, the
+    CRD reference implementation) is the CPT code.
+    """
+    system = canonical_system(system)
+    code = normalize_code(system, code)
+    if system == HCPCS and code is not None and _CPT.match(code):
+        return CPT, code
+    return system, code
 
 
 def loose_code(code: str) -> str:
@@ -195,8 +210,7 @@ class CodeSet:
         return bool(self.exact or self.icd_ranges)
 
     def contains(self, system: str | None, code: str | None) -> bool:
-        system = canonical_system(system)
-        code = normalize_code(system, code)
+        system, code = coding_key(system, code)
         if system is None or code is None:
             return False
         if (system, code) in self.exact:

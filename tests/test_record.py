@@ -46,3 +46,16 @@ def test_allergy_reactions_are_found_by_substance_and_misshapen_concepts_are_ign
                  "code": [{"coding": [penicillin]}]}
     record = PatientRecord([allergy, misshapen])
     assert refs(record.find("AllergyIntolerance", compile_codes({"rxnorm": ["7980"]}))) == {"AllergyIntolerance/a"}
+
+
+def test_a_cpt_code_sent_as_hcpcs_level_one_is_the_cpt_code() -> None:
+    """Claims-derived data (Blue Button, the CRD reference implementation) codes CPT under HCPCS."""
+    blue_button = "https://bluebutton.cms.gov/resources/codesystem/hcpcs"
+    stent = {"resourceType": "Procedure", "id": "p", "status": "completed",
+             "code": {"coding": [{"system": blue_button, "code": "37238"}]}}
+    bed = {"resourceType": "Procedure", "id": "q", "status": "completed",
+           "code": {"coding": [{"system": blue_button, "code": "E0250"}]}}
+    record = PatientRecord([stent, bed])
+    assert refs(record.find("Procedure", compile_codes({"cpt": ["37238"]}))) == {"Procedure/p"}
+    assert refs(record.find("Procedure", compile_codes({"hcpcs": ["E0250"]}))) == {"Procedure/q"}
+    assert refs(record.find("Procedure", compile_codes({"hcpcs": ["A6530"]}))) == set()
