@@ -95,6 +95,10 @@ class Catalog:
                     return policy, rule
         return None
 
+    def governs(self, order: Order) -> bool:
+        """Whether any payer has a policy for the order."""
+        return any(self.rule_for(payer.id, order) is not None for payer in self.payers.payers)
+
     def evidence_types(self, orders: list[Order]) -> frozenset[str]:
         """Resource types any payer's rules for these orders read: what hydration must fetch."""
         types: set[str] = set()

@@ -118,8 +118,8 @@ def evaluate(args: argparse.Namespace) -> int:
             return 2
         orders = [Order.from_resource(r) for r in drafts]
         record = PatientRecord([r for r in resources if r not in drafts], orders)
-        payer = catalog.payers.get(args.payer) if args.payer else identify_payer(catalog.payers, record).payer
         today = datetime.now(timezone.utc).date()
+        payer = catalog.payers.get(args.payer) if args.payer else identify_payer(catalog.payers, record, today).payer
         for order in (o for o in orders if o.resource in chosen):
             match = catalog.rule_for(payer.id, order)
             _print_evaluation(evaluate_order(*match, order, record, today) if match else no_policy(order, today))
@@ -132,10 +132,11 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"request rejected ({exc.status}): {exc.message}")
         return 2
     if assessment is None:
-        print("no ServiceRequest in scope: no guidance")
+        print("no order in scope: no guidance")
         return 0
     payer, evaluations, evidence = assessment
-    print(f"payer: {payer.payer.name} ({payer.basis}); evidence queries: {evidence.queries}")
+    inactive = f", coverage not in force: {payer.inactive}" if payer.inactive else ""
+    print(f"payer: {payer.payer.name} ({payer.basis}{inactive}); evidence queries: {evidence.queries}")
     for evaluation in evaluations:
         _print_evaluation(evaluation)
     return 0

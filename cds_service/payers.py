@@ -8,6 +8,7 @@ service serves several, chosen by the Coverage's payor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import model_validator
 
+from .policy.timing import parse_fhir_date
 from .record import PatientRecord
 
 PaNeeded = Literal["no-auth", "auth-needed", "satisfied", "performpa", "conditional"]
@@ -79,8 +81,11 @@ class PayerMatch:
 
     payer: Payer
     coverage: dict | None
-    #: How the payer was found: "coverage", "no-coverage" (default used) or "unknown-payer" (default used).
+    #: How the payer was found: "coverage", "no-coverage" (default used), "unknown-payer" (default
+    #: used) or "inactive-coverage" (the Coverage is not in force: nothing is covered under it).
     basis: str
+    #: Why the Coverage is not in force, e.g. "its period ended 2025-12-31".
+    inactive: str | None = None
 
     @property
     def coverage_reference(self) -> str | None:
@@ -93,21 +98,43 @@ class UnknownPayerError(Exception):
     """The Coverage names a payer this service does not handle (CRD hook-13: answer 400)."""
 
 
-def identify_payer(config: PayerConfig, record: PatientRecord) -> PayerMatch:
-    """Find the payer from the record's primary Coverage (payor identifier, Organization, or display)."""
+def not_in_force(coverage: dict, on: date) -> str | None:
+    """Why *coverage* does not cover services on *on* (status, period), or None when it does."""
+    status = coverage.get("status")
+    if status is not None and status != "active":
+        return f"its status is {status}"
+    period = coverage.get("period") if isinstance(coverage.get("period"), dict) else {}
+    start, end = parse_fhir_date(period.get("start")), parse_fhir_date(period.get("end"))
+    if start is not None and on < start:
+        return f"its period starts {start.isoformat()}"
+    if end is not None and end < on:
+        return f"its period ended {end.isoformat()}"
+    return None
+
+
+def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> PayerMatch:
+    """Find the payer from the record's primary Coverage (payor identifier, Organization, or display).
+
+    The Coverage in force on *on* is the primary one; when none is, the first Coverage names the
+    payer and the match says why it is not in force.
+    """
     coverages = record.coverages()
     if not coverages:
         return PayerMatch(config.get(config.default_payer), None, "no-coverage")
-    coverage = coverages[0]
+    reasons = [not_in_force(c, on) for c in coverages]
+    current = [c for c, reason in zip(coverages, reasons) if reason is None]
+    coverage = current[0] if current else coverages[0]
+    inactive = None if current else reasons[0]
     for reference in coverage.get("payor") or ():
         if not isinstance(reference, dict):
             continue
         payer = _match(config, reference, record.resolve(reference, coverage))
         if payer is not None:
-            return PayerMatch(payer, coverage, "coverage")
+            return PayerMatch(payer, coverage, "inactive-coverage" if inactive else "coverage", inactive)
     if config.unknown_payer == "reject":
         raise UnknownPayerError("the Coverage's payor is not a payer this service handles")
-    return PayerMatch(config.get(config.default_payer), coverage, "unknown-payer")
+    return PayerMatch(config.get(config.default_payer), coverage, "inactive-coverage" if inactive else "unknown-payer",
+                      inactive)
 
 
 def _match(config: PayerConfig, reference: dict, organization: dict | None) -> Payer | None:

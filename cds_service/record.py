@@ -21,6 +21,7 @@ from .codes import SNOMED
 from .codes import SYSTEM_LABELS
 from .codes import CodeSet
 from .codes import canonical_system
+from .codes import coding_key
 from .codes import codings
 from .codes import loose_code
 from .codes import normalize_code
@@ -82,8 +83,8 @@ _PATHS = {rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in _
 
 @functools.lru_cache(maxsize=16384)
 def _canonical_key(system: str | None, code: str) -> tuple[str, str]:
-    canonical = canonical_system(system) or ""
-    return canonical, normalize_code(canonical, code) or ""
+    canonical, normalized = coding_key(system, code)
+    return canonical or "", normalized or ""
 
 
 def _coding_key(coding: dict) -> tuple[str, str]:
@@ -188,6 +189,29 @@ def order_levels(concepts: Iterable[dict], extra_text: Iterable[str] = ()) -> tu
 
 # --- orders -------------------------------------------------------------------------
 
+#: The draft order types that get CRD coverage information, and the elements naming what each
+#: orders (the first concept found is the order's code). These are the order types in the
+#: ext-coverage-information context of CRD 2.0.1 except CommunicationRequest, which names no
+#: orderable service; VisionPrescription joined the context only in 2.2.
+ORDER_CODE_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "ServiceRequest": ("code",),
+    "DeviceRequest": ("codeCodeableConcept",),
+    "MedicationRequest": ("medicationCodeableConcept",),
+    "NutritionOrder": ("enteralFormula.baseFormulaType", "supplement.type", "oralDiet.type"),
+}
+
+
+def _order_concepts(resource: dict) -> list[dict]:
+    """The CodeableConcepts naming what *resource* orders (elements may repeat at any step)."""
+    found: list[dict] = []
+    for path in ORDER_CODE_ELEMENTS.get(resource.get("resourceType"), ()):
+        values: list = [resource]
+        for name in path.split("."):
+            values = [v for parent in values if isinstance(parent, dict)
+                      for v in (parent.get(name) if isinstance(parent.get(name), list) else [parent.get(name)])]
+        found += [v for v in values if isinstance(v, dict)]
+    return found
+
 
 @dataclass(frozen=True)
 class Order:
@@ -201,12 +225,14 @@ class Order:
     reason_references: tuple[str, ...]
     levels: tuple[SpinalLevel, ...]
     authored_on: date | None
+    text: str  # the order code's text, if any
 
     @classmethod
     def from_resource(cls, resource: dict) -> "Order":
-        code = resource.get("code") if isinstance(resource.get("code"), dict) else {}
+        named = _order_concepts(resource)
+        code = named[0] if named else {}
         found: list[tuple[str, str, str | None]] = []
-        concepts = [code] + [
+        concepts = named + [
             ext.get("valueCodeableConcept") for ext in code.get("extension") or ()
             if isinstance(ext, dict) and ext.get("url") == BILLING_OPTIONS
         ]
@@ -224,6 +250,7 @@ class Order:
         )
         texts = [t for t in (code.get("text"),) if isinstance(t, str)]
         return cls(
+            text=code["text"].strip() if isinstance(code.get("text"), str) else "",
             resource=resource,
             resource_type=str(resource.get("resourceType")),
             id=resource.get("id") if isinstance(resource.get("id"), str) else None,
@@ -241,9 +268,8 @@ class Order:
     @property
     def display(self) -> str:
         """What a clinician calls this order: code text, else the first coding's display or code."""
-        code = self.resource.get("code") if isinstance(self.resource.get("code"), dict) else {}
-        if isinstance(code.get("text"), str) and code["text"].strip():
-            return code["text"].strip()
+        if self.text:
+            return self.text
         for _system, value, display in self.codings:
             return f"{display} ({value})" if display else value
         return self.resource_type

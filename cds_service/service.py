@@ -40,6 +40,7 @@ from .policy.engine import no_policy
 from .policy.schema import Policy
 from .prefetch import build_templates
 from .prefetch import templates_by_key
+from .record import ORDER_CODE_ELEMENTS
 from .record import Order
 from .record import PatientRecord
 from .store import CoverageAssertionRecord
@@ -66,7 +67,7 @@ SERVICES = (
     ),
     ServiceDefinition(
         "order-sign-crd", "order-sign", "Prior-authorization documentation check (order sign)",
-        "Da Vinci CRD coverage information for every ServiceRequest being signed, with cards listing each missing "
+        "Da Vinci CRD coverage information for every order being signed, with cards listing each missing "
         "piece of documentation and each criterion not met, citing the payer guideline.",
     ),
 )
@@ -147,17 +148,17 @@ class HookService:
                ) -> tuple[PayerMatch, list[OrderEvaluation], Evidence] | None:
         """Gather the evidence and evaluate every order in scope; None when no order is in scope."""
         orders = [Order.from_resource(e.resource) for e in request.context.draftOrders.entry if e.resource]
-        in_scope = _in_scope(hook, request, orders)
+        in_scope = _in_scope(hook, request, orders, self.catalog)
         if not in_scope:
             return None
         evidence = gather_evidence(request, self.templates, self.catalog.evidence_types(in_scope), self.settings,
                                    self.executor, started + self.settings.hook_deadline_seconds)
         record = PatientRecord(evidence.resources, orders, evidence.unavailable)
+        today = datetime.now(timezone.utc).date()
         try:
-            payer = identify_payer(self.catalog.payers, record)
+            payer = identify_payer(self.catalog.payers, record, today)
         except UnknownPayerError as exc:
             raise BadRequest(str(exc), expression="prefetch.coverage") from None
-        today = datetime.now(timezone.utc).date()
         return payer, [self._evaluate(payer, order, record, today) for order in in_scope], evidence
 
     def _evaluate(self, payer: PayerMatch, order: Order, record: PatientRecord, today) -> OrderEvaluation:
@@ -221,18 +222,23 @@ class HookService:
         return len(records)
 
 
-def _in_scope(hook: str, request: HookRequest, orders: list[Order]) -> list[Order]:
-    """ServiceRequests to answer for: all on order-sign; the selected ones on order-select.
+def _in_scope(hook: str, request: HookRequest, orders: list[Order], catalog: Catalog) -> list[Order]:
+    """The orders to answer for.
 
-    An order without any code (the CDS Hooks Sandbox's first call sends ``coding: [{}]``)
-    says nothing a payer could answer, so it gets no guidance.
+    order-sign is a primary CRD hook: every draft order that can carry coverage information
+    gets it, one without any code included (the answer then says the code is needed).
+    order-select is secondary, an early warning: the selected orders some payer policy governs;
+    others (and the CDS Hooks Sandbox's first call, with ``coding: [{}]``) get nothing.
     """
-    service_requests = [o for o in orders if o.resource_type == "ServiceRequest" and o.codings]
+    answerable = [o for o in orders if o.resource_type in ORDER_CODE_ELEMENTS]
+    if hook != "order-select":
+        return answerable
+    governed = [o for o in answerable if catalog.governs(o)]
     selections = request.context.selections
-    if hook == "order-select" and selections:
+    if selections:
         chosen = {s.strip() for s in selections if isinstance(s, str)}
-        return [o for o in service_requests if o.reference in chosen]
-    return service_requests
+        return [o for o in governed if o.reference in chosen]
+    return governed
 
 
 def _timestamp(value: str) -> datetime:

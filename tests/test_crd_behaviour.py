@@ -63,6 +63,12 @@ def test_request_form_card_creates_a_task_for_the_questionnaire(client):
     task = card["suggestions"][0]["actions"][0]["resource"]
     assert task["code"]["coding"][0]["code"] == "complete-questionnaire"
     assert task["input"][0]["valueCanonical"].startswith("http://example.org/fhir/cds-prior-auth/Questionnaire/sclerotherapy|")
+    # as CRD's questionnaire Task: coded inputs, the payer as requester, what to do with the answers
+    assert task["input"][0]["type"]["coding"][0]["code"] == "questionnaire"
+    assert task["input"][1]["type"]["coding"][0]["code"] == "after-completion-action"
+    assert task["input"][1]["valueCodeableConcept"]["coding"][0]["code"] == "prior-auth-include"
+    assert task["requester"]["display"] == card["source"]["label"]
+    assert task["reasonCode"]["coding"][0]["code"] == "reason-prior-auth"
     assert {"reference": "ServiceRequest/sclero-seed-order-36470"} in task["basedOn"]
 
 
@@ -117,6 +123,44 @@ def test_payer_comes_from_the_coverage(client, payor, organization, label):
     assert {c["source"]["label"] for c in data["cards"]} == {label}
     parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
     assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "not-covered"
+    assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {"reference": "Coverage/cov"}
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"status": "cancelled"}, "its status is cancelled"),
+    ({"period": {"start": "2020-01-01", "end": "2025-12-31"}}, "its period ended 2025-12-31"),
+    ({"period": {"start": "2099-01-01"}}, "its period starts 2099-01-01"),
+])
+def test_a_coverage_not_in_force_covers_nothing(client, change, why):
+    body = _payer_body({"display": "Healthy Blue"})
+    coverage = next(e["resource"] for e in body["prefetch"]["coverage"]["entry"]
+                    if e["resource"]["resourceType"] == "Coverage")
+    coverage.update(change)
+    data = client.post(SIGN, json=body).get_json()
+    assert [c["summary"] for c in data["cards"]] == ["CPT 37248: Healthy Blue coverage not in force"]
+    assert why in data["cards"][0]["detail"]
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "not-covered"
+    assert not any(p["url"] in ("pa-needed", "doc-needed", "questionnaire") for p in parts)
+    reason = next(p["valueCodeableConcept"] for p in parts if p["url"] == "reason")
+    assert reason["text"] == f"Coverage/cov is not in force: {why}" and "coding" not in reason
+    assert not check_response(body, data, "order-sign")
+    body["extension"] = {"davinci-crd.requestedVersion": "2.2"}
+    parts = client.post(SIGN, json=body).get_json()["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    reason = next(p["valueCodeableConcept"] for p in parts if p["url"] == "reason")
+    assert reason["coding"] == [{"system": "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp",
+                                 "code": "no-active-coverage"}]
+
+
+def test_the_coverage_in_force_is_the_primary_one(client):
+    body = _payer_body({"display": "Healthy Blue"})
+    entries = body["prefetch"]["coverage"]["entry"]
+    ended = {"resourceType": "Coverage", "id": "old", "status": "active", "beneficiary": {"reference": "Patient/p1"},
+             "period": {"end": "2024-06-30"}, "payor": [{"display": "Cohere demo plan"}]}
+    entries.insert(0, {"resource": ended})
+    data = client.post(SIGN, json=body).get_json()
+    assert {c["source"]["label"] for c in data["cards"]} == {"Healthy Blue"}
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
     assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {"reference": "Coverage/cov"}
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+import responses
+
+from cds_service.config import Settings
 from tests.conftest import FIXTURES
 from tests.conftest import SHARED
 from tests.conftest import load_json
@@ -11,7 +15,10 @@ from tests.support.crd import check_coverage_information
 from tests.support.crd import check_response
 
 PEER = SHARED / "peer-fixtures"
+INFERNO_FIXTURES = PEER / "inferno-davinci-crd-test-kit" / "spec" / "fixtures"
 ORDER_HOOKS = ("order-sign", "order-select")
+# The FHIR server Inferno's example requests name, and the resources Inferno serves on it.
+INFERNO_FHIR = "https://example/r4"
 
 
 def _requests() -> list[tuple[str, dict]]:
@@ -39,8 +46,23 @@ def test_discovery_is_what_inferno_expects(client):
     assert services and all(isinstance(s[k], str) for s in services for k in ("hook", "description", "id"))
 
 
+@pytest.fixture
+def inferno_fhir_server():
+    """Inferno's test FHIR server, for the example requests that come without prefetch."""
+    patient = load_json(INFERNO_FIXTURES / "crd_patient_example.json")
+    coverage = load_json(INFERNO_FIXTURES / "crd_coverage_example.json")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as server:
+        base = re.escape(INFERNO_FHIR)
+        server.add(responses.GET, f"{INFERNO_FHIR}/Patient/{patient['id']}", json=patient)
+        server.add(responses.GET, re.compile(rf"{base}/Coverage\?patient={patient['id']}&.*"),
+                   json={"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": coverage}]})
+        server.add(responses.GET, re.compile(rf"{base}/\w+\?.*"), json={"resourceType": "Bundle", "type": "searchset"})
+        yield server
+
+
 @pytest.mark.parametrize("name, body", REQUESTS, ids=[n for n, _ in REQUESTS])
-def test_every_example_request_gets_a_conformant_answer(client, name, body):
+def test_every_example_request_gets_a_conformant_answer(make_client, inferno_fhir_server, name, body):
+    client = make_client(fhir_allowlist=[*Settings().fhir_allowlist, INFERNO_FHIR])
     hook = body.get("hook")
     if hook in ORDER_HOOKS:
         service = f"/cds-services/{'order-select-crd' if hook == 'order-select' else 'order-sign-crd'}"

@@ -125,13 +125,51 @@ def test_mismatched_hook_is_routed_by_service_id(client, caplog):
     assert "answering as order-sign" in caplog.text
 
 
-def test_orders_that_are_not_service_requests_get_no_guidance(client):
+def _coverage_parts(action: dict) -> dict:
+    info = action["resource"]["extension"][-1]
+    return {p["url"]: p for p in info["extension"]}
+
+
+def test_every_order_being_signed_gets_coverage_information(client):
+    """CRD: a primary hook answers every order, not only the ServiceRequests a policy covers."""
     medication = {"resourceType": "MedicationRequest", "id": "m1", "status": "draft", "intent": "order",
+                  "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                            "code": "197361"}]},
                   "subject": {"reference": "Patient/p1"}}
     device = {"resourceType": "DeviceRequest", "id": "d1", "status": "draft", "intent": "order",
-              "codeCodeableConcept": {"coding": [{}]}, "subject": {"reference": "Patient/p1"}}
-    response = client.post(SIGN, json=hook_request(medication, device))
-    assert response.status_code == 200 and response.get_json() == {"cards": []}
+              "codeCodeableConcept": {"coding": [{"system": "https://bluebutton.cms.gov/resources/codesystem/hcpcs",
+                                                  "code": "E0250"}]}, "subject": {"reference": "Patient/p1"}}
+    uncoded = {"resourceType": "DeviceRequest", "id": "d2", "status": "draft", "intent": "order",
+               "codeCodeableConcept": {"coding": [{}]}, "subject": {"reference": "Patient/p1"}}
+    supply = {"resourceType": "SupplyRequest", "id": "s1", "status": "draft"}
+    body = hook_request(medication, device, uncoded, supply, prefetch=full_prefetch())
+    response = client.post(SIGN, json=body)
+    assert response.status_code == 200
+    data = response.get_json()
+    assert data["cards"] == []  # no guideline covers these: nothing for the clinician to do
+    actions = {f'{a["resource"]["resourceType"]}/{a["resource"]["id"]}': a for a in data["systemActions"]}
+    assert set(actions) == {"MedicationRequest/m1", "DeviceRequest/d1", "DeviceRequest/d2"}  # SupplyRequest
+    # cannot carry coverage information
+    for ref in ("MedicationRequest/m1", "DeviceRequest/d1"):  # the payer's answer for services without a policy
+        parts = _coverage_parts(actions[ref])
+        assert parts["covered"]["valueCode"] == "covered" and parts["pa-needed"]["valueCode"] == "no-auth"
+    assert _coverage_parts(actions["DeviceRequest/d1"])["billingCode"]["valueCoding"]["code"] == "E0250"
+    uncoded_parts = _coverage_parts(actions["DeviceRequest/d2"])
+    assert uncoded_parts["covered"]["valueCode"] == "conditional"
+    assert uncoded_parts["info-needed"]["valueCode"] == "OTH"
+    assert uncoded_parts["reason"]["valueCodeableConcept"]["coding"][0]["code"] == "detail-code"
+    body["extension"] = {"davinci-crd.requestedVersion": "2.2"}
+    again = client.post(SIGN, json=body).get_json()
+    uncoded_22 = next(_coverage_parts(a) for a in again["systemActions"] if a["resource"]["id"] == "d2")
+    assert uncoded_22["info-needed"]["valueCode"] == "detail-code" and "coding" not in \
+        uncoded_22["reason"]["valueCodeableConcept"]
+
+
+def test_uncoded_orders_being_selected_get_nothing(client):
+    order = service_request("37238")
+    order["code"] = {"coding": [{}]}
+    body = hook_request(order, hook="order-select", prefetch=full_prefetch())
+    assert client.post(SELECT, json=body).get_json() == {"cards": []}
 
 
 def test_empty_coding_and_unknown_fields_are_tolerated(client):

@@ -22,6 +22,7 @@ from ..policy.engine import OrderEvaluation
 from ..policy.engine import Outcome
 from ..policy.engine import questionnaire_url
 from ..policy.schema import Policy
+from .coverage import CRD_TEMP
 from .options import TOPICS
 from .options import CrdOptions
 
@@ -288,19 +289,42 @@ def _orders_card(policy: Policy, evaluations: list[OrderEvaluation], ctx: CardCo
                  url=ctx.policy_links.get(policy.id), suggestions=suggestions, selectionBehavior="any")
 
 
+SDC_TEMP = "http://hl7.org/fhir/uv/sdc/CodeSystem/temp"
+
+
 def _form_card(policy: Policy, evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    """A Task to complete the policy's Questionnaire, shaped as CRD's questionnaire Task example.
+
+    The payer asks for it (requester); once answered, the response goes with the prior
+    authorization, or with the claim when the payer needs none.
+    """
     canonical = f"{questionnaire_url(policy)}|{policy.version}"
+    payer = ctx.payer.payer
+    requester: dict = {"display": payer.name}
+    if payer.identifiers:
+        requester["identifier"] = {"system": payer.identifiers[0].system, "value": payer.identifiers[0].value}
+    with_pa = payer.prior_auth == "auth-needed"
+    after = ("prior-auth-include", "Include in prior authorization") if with_pa else \
+        ("initial-claim-include", "Include in initial claim")
     task = {
         "resourceType": "Task",
         "status": "ready",
         "intent": "order",
-        "code": {"coding": [{"system": "http://hl7.org/fhir/uv/sdc/CodeSystem/temp", "code": "complete-questionnaire"}]},
+        "code": {"coding": [{"system": SDC_TEMP, "code": "complete-questionnaire"}]},
         "description": f"Complete the {policy.title} documentation form",
         "for": {"reference": f"Patient/{ctx.patient_id}"},
         "basedOn": [{"reference": e.order.reference} for e in evaluations if e.order.id],
         "authoredOn": ctx.today.isoformat(),
-        "input": [{"type": {"text": "questionnaire"}, "valueCanonical": canonical}],
+        "requester": requester,
+        "input": [
+            {"type": {"coding": [{"system": SDC_TEMP, "code": "questionnaire"}]}, "valueCanonical": canonical},
+            {"type": {"coding": [{"system": CRD_TEMP, "code": "after-completion-action"}]},
+             "valueCodeableConcept": {"coding": [{"system": CRD_TEMP, "code": after[0], "display": after[1]}]}},
+        ],
     }
+    if with_pa:
+        task["reasonCode"] = {"coding": [{"system": CRD_TEMP, "code": "reason-prior-auth"}],
+                              "text": "Needed for prior authorization"}
     label = f"Add 'Complete the {policy.title} documentation form' to the task list"
     suggestion = {"label": label, "uuid": str(uuid.uuid4()),
                   "actions": [{"type": "create", "description": label, "resource": task}]}
@@ -314,8 +338,23 @@ _PRIORITY = ("critical", "not-medically-necessary", "gap", "documentation-needed
              "form", "guideline")
 
 
+def _inactive_coverage_card(evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    payer = ctx.payer.payer.name
+    coverage = ctx.payer.coverage_reference or "The patient's coverage"
+    detail = (f"{coverage} with {payer} is not in force ({ctx.payer.inactive}), so {payer} will not cover "
+              f"{_codes_label(evaluations)} under it. Update the patient's coverage and sign again to see "
+              "what the payer's guidelines need documented.")
+    return _card(_summary(_codes_label(evaluations), f": {payer} coverage not in force"), "warning",
+                 "coverage-info", ctx, evaluations, detail)
+
+
 def render_cards(evaluations: list[OrderEvaluation], ctx: CardContext) -> list[dict]:
-    """All cards for the evaluated orders, most important first, honouring the CRD configuration."""
+    """All cards for the evaluated orders, most important first, honouring the CRD configuration.
+
+    Under a Coverage that is not in force nothing is covered, so that is the one thing said.
+    """
+    if ctx.payer.basis == "inactive-coverage":
+        return [_inactive_coverage_card(evaluations, ctx)] if ctx.options.enabled("coverage-info") else []
     ranked: list[tuple[str, dict]] = []
     groups: dict[tuple[str, Outcome], list[OrderEvaluation]] = {}
     policies: dict[str, tuple[Policy, list[OrderEvaluation]]] = {}

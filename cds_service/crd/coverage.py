@@ -26,6 +26,7 @@ EXTENSION_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-cove
 CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
 
 OUTCOME_EVIDENCE_UNAVAILABLE = "evidence-unavailable"
+OUTCOME_COVERAGE_INACTIVE = "coverage-inactive"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class CoverageDecision:
 def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: str) -> CoverageDecision:
     """Map an evaluation to the CRD answer for the payer."""
     assertion_id = str(uuid.uuid4())
+    if payer.basis == "inactive-coverage":  # CRD: no active coverage is "not-covered" (2.2 codes the reason)
+        text = f"{payer.coverage_reference or 'The Coverage'} is not in force: {payer.inactive}"
+        return CoverageDecision(assertion_id, OUTCOME_COVERAGE_INACTIVE, "not-covered",
+                                reasons=(Reason(text, "no-active-coverage" if version == "2.2" else None),))
     reasons: list[Reason] = []
     if payer.basis == "no-coverage":
         reasons.append(Reason(f"No active Coverage found; answered for {payer.payer.name}"))
@@ -77,6 +82,15 @@ def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: s
                                     reasons=(*reasons, Reason(text, "technical")))
         return CoverageDecision(assertion_id, OUTCOME_EVIDENCE_UNAVAILABLE, "conditional", "conditional",
                                 info_needed="OTH", reasons=(*reasons, Reason(text)))
+    if outcome is Outcome.NO_POLICY and not evaluation.order.codings:
+        # What is ordered must be coded before anyone can answer: 2.2 says so with info-needed
+        # "detail-code"; in 2.0.1 that code is a reason, with info-needed OTH.
+        text = "The order carries no code for what is ordered; code it so the payer can answer"
+        if version == "2.2":
+            return CoverageDecision(assertion_id, outcome.value, "conditional", "conditional",
+                                    info_needed="detail-code", reasons=(*reasons, Reason(text)))
+        return CoverageDecision(assertion_id, outcome.value, "conditional", "conditional", info_needed="OTH",
+                                reasons=(*reasons, Reason(text, "detail-code")))
     if outcome is Outcome.NO_POLICY:
         answer = payer.payer.no_policy
         conditional = "conditional" in (answer.covered, answer.pa_needed)

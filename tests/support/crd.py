@@ -18,6 +18,8 @@ from tests.conftest import SHARED
 PACKAGE = SHARED / "peer-fixtures" / "davinci-crd-2.0.1-package" / "package"
 EXTENSION_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
 CARD_TYPES = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
+# Draft order types that must get coverage information on order-sign.
+ORDER_TYPES = ("ServiceRequest", "DeviceRequest", "MedicationRequest", "NutritionOrder")
 # Codes CRD 2.2 adds to the required value sets (used only when a client asks for 2.2).
 V22_CODES = {"covered": {"indeterminate"}, "pa-needed": {"indeterminate"}, "doc-needed": {"patient", "indeterminate"},
              "info-needed": {"detail-code"}}
@@ -176,31 +178,32 @@ def check_response(request: dict, response: dict, hook: str) -> list[str]:
         if not refs:
             problems.append("card without davinci-crd.associated-resource")
     version = (request.get("extension") or {}).get("davinci-crd.requestedVersion", "2.0")
-    orders = {e["resource"].get("id"): e["resource"] for e in request["context"]["draftOrders"].get("entry", [])
-              if e.get("resource", {}).get("resourceType") == "ServiceRequest"}
-    actions = {a["resource"].get("id"): a for a in response.get("systemActions", [])}
+    orders = {f'{e["resource"]["resourceType"]}/{e["resource"].get("id")}': e["resource"]
+              for e in request["context"]["draftOrders"].get("entry", [])
+              if e.get("resource", {}).get("resourceType") in ORDER_TYPES}
+    actions = {f'{a["resource"]["resourceType"]}/{a["resource"].get("id")}': a
+               for a in response.get("systemActions", [])}
     if hook == "order-sign":
-        problems += [f"no coverage-information systemAction for ServiceRequest/{order_id}"
-                     for order_id in orders if order_id not in actions]
-    for order_id, action in actions.items():
+        problems += [f"no coverage-information systemAction for {ref}" for ref in orders if ref not in actions]
+    for ref, action in actions.items():
         resource = action["resource"]
         if action["type"] != "update":
             problems.append("coverage information must be an update")
         infos = [e for e in resource.get("extension", []) if e.get("url") == EXTENSION_URL]
         if not infos:
-            problems.append(f"ServiceRequest/{order_id} lacks ext-coverage-information")
+            problems.append(f"{ref} lacks ext-coverage-information")
         for info in infos:
-            problems += [f"ServiceRequest/{order_id}: {p}" for p in check_coverage_information(info, version)]
+            problems += [f"{ref}: {p}" for p in check_coverage_information(info, version)]
             if hook == "order-select" and any(p.get("url") == "doc-needed" for p in info["extension"]):
                 problems.append("order-select coverage information asks for documentation (CRD hook-19)")
         ids = {p["valueString"] for i in infos for p in i["extension"] if p["url"] == "coverage-assertion-id"}
         if len(ids) != 1:
             problems.append("coverage-assertion-id not consistent within the resource")
-        original = orders.get(order_id)
+        original = orders.get(ref)
         if original is None:
-            problems.append(f"systemAction for an order not in draftOrders: {order_id}")
+            problems.append(f"systemAction for an order not in draftOrders: {ref}")
         elif prune({k: v for k, v in resource.items() if k != "extension"}) != \
                 prune({k: v for k, v in original.items() if k != "extension"}):
             # Empty arrays/objects are not FHIR content, so dropping them changes nothing.
-            problems.append(f"systemAction changed ServiceRequest/{order_id} beyond the extension")
+            problems.append(f"systemAction changed {ref} beyond the extension")
     return problems
