@@ -195,3 +195,34 @@ def test_access_token_never_reaches_the_log(client, caplog):
         client.post(SIGN, json={**_request(prefetch), "context": "broken"})
     assert caplog.records, "the calls were logged"
     assert TOKEN not in caplog.text
+
+
+def _paged_conditions() -> tuple[dict, str]:
+    """A prefetch whose conditions Bundle is the first page of two."""
+    prefetch = full_prefetch()
+    page2 = f"{FHIR}/Condition?patient=p1&_count=1&_offset=1"
+    prefetch["conditions"] = {"resourceType": "Bundle", "type": "searchset", "total": 2,
+                              "link": [{"relation": "next", "url": page2}],
+                              "entry": [{"resource": condition("I87.1", "c1", text="May-Thurner")}]}
+    return prefetch, page2
+
+
+@responses.activate
+def test_a_paged_prefetch_is_read_to_its_last_page(client):
+    prefetch, page2 = _paged_conditions()
+    responses.add(responses.GET, page2, json=searchset(condition("I83.023", "c2")))
+    response = client.post(SIGN, json=_request(prefetch))
+    assert response.status_code == 200
+    assert [call.request.url for call in responses.calls] == [page2]
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
+    detail = response.get_json()["cards"][0]["detail"]
+    assert "Condition/c1" in detail and "Condition/c2" in detail, "both pages of Conditions were used"
+
+
+def test_a_paged_prefetch_that_cannot_be_completed_is_unavailable_evidence(client):
+    prefetch, _page2 = _paged_conditions()
+    with responses.RequestsMock():  # any call would fail the test
+        response = client.post(SIGN, json=_request(prefetch, server=None, token=None))
+    assert response.status_code == 200
+    assert _coverage_info(response.get_json())["covered"] == ["conditional"]
+    assert any("could not be retrieved" in c["summary"] for c in response.get_json()["cards"])

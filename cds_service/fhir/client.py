@@ -138,12 +138,19 @@ class FhirClient:
     def search(self, query: str) -> tuple[list[dict], bool]:
         """Run a search and follow ``next`` links; returns (resources, complete)."""
         separator = "&" if "?" in query else "?"
-        url: str | None = self._url(f"{query}{separator}_count={self._limits.page_size}"
-                                    if "_count=" not in query else query)
+        return self.follow(self._url(f"{query}{separator}_count={self._limits.page_size}"
+                                     if "_count=" not in query else query))
+
+    def follow(self, url: str) -> tuple[list[dict], bool]:
+        """Read the searchset page at *url* and the pages its ``next`` links lead to.
+
+        Returns (resources, complete): incomplete when the page limit stopped the paging.
+        """
+        next_url: str | None = url
         resources: list[dict] = []
         pages = 0
-        while url is not None and pages < self._limits.page_limit:
-            bundle = self._get(url)
+        while next_url is not None and pages < self._limits.page_limit:
+            bundle = self._get(next_url)
             if bundle["resourceType"] != "Bundle":
                 raise FhirInvalidResponse("search did not return a Bundle")
             pages += 1
@@ -151,8 +158,14 @@ class FhirClient:
                 resource = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(resource, dict) and resource.get("resourceType") not in (None, "OperationOutcome"):
                     resources.append(resource)
-            url = next((link.get("url") for link in bundle.get("link") or ()
-                        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url")), None)
-        if url is not None:
+            next_url = next_link(bundle)
+        if next_url is not None:
             log.warning("search truncated after %d pages", pages)
-        return resources, url is None
+        return resources, next_url is None
+
+
+def next_link(bundle: dict) -> str | None:
+    """The ``next`` page of a searchset Bundle, if any."""
+    return next((link["url"] for link in bundle.get("link") or ()
+                 if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str)
+                 and link["url"]), None)

@@ -2,10 +2,12 @@
 
 CDS Hooks semantics: a template key that is absent (or holds an
 OperationOutcome) was not satisfied and is fetched; a key present as null or
-an empty Bundle means "no data" and is not. All missing keys are fetched
-concurrently, each following its ``next`` links, under one deadline. A query
-that fails leaves its resource types *unavailable*: the engine then treats
-their absence as unknown, and no order is reported as covered because of it.
+an empty Bundle means "no data" and is not. A prefetched Bundle with a
+``next`` link is the first page: the rest is read from the FHIR server. All
+missing keys and remaining pages are fetched concurrently, each following its
+``next`` links, under one deadline. A query that fails (or remaining pages
+that cannot be read) leaves its resource types *unavailable*: the engine then
+treats their absence as unknown, and no order is reported as covered because of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..prefetch import PrefetchTemplate
 from .client import FhirClient
 from .client import Limits
 from .client import is_allowed
+from .client import next_link
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +85,28 @@ def gather_evidence(
     evidence = Evidence([resource for value in prefetch.values() for resource in _resources_in(value)])
     needed = [t for t in templates if t.always or set(t.resource_types) & needed_types]
     missing = [t for t in needed if not _satisfied(prefetch, t.key)]
-    if not missing:
+    paged = {t: link for t in needed if t not in missing and (link := _next_page(prefetch[t.key]))}
+    if not missing and not paged:
         return evidence
 
-    client = _client(request, settings, [t.key for t in missing], deadline)
+    why = _why_not_fetched(request, settings)
+    if why and missing:
+        keys = ", ".join(t.key for t in missing)
+        raise PrefetchUnavailable(f"prefetch lacks {keys} and {why}", expression="prefetch")
+    if why:
+        log.warning("prefetch %s has further pages and %s; treated as incomplete", ",".join(t.key for t in paged), why)
+        for template in paged:
+            evidence.unavailable.update(template.resource_types)
+        return evidence
+
+    limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,
+                    settings.fhir_page_limit, settings.fhir_page_size)
+    client = FhirClient(request.fhirServer, request.access_token, settings.fhir_allowlist, limits, deadline)
     patient_id = request.context.patientId
     futures: dict[Future, PrefetchTemplate] = {
         executor.submit(_fetch, client, template, patient_id): template for template in missing
     }
+    futures.update({executor.submit(client.follow, link): template for template, link in paged.items()})
     done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
     for future in pending:
         future.cancel()
@@ -112,22 +129,23 @@ def gather_evidence(
     return evidence
 
 
-def _client(request: HookRequest, settings: Settings, keys: list[str], deadline: float) -> FhirClient:
+def _next_page(value: Any) -> str | None:
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        return next_link(value)
+    return None
+
+
+def _why_not_fetched(request: HookRequest, settings: Settings) -> str | None:
+    """Why this request's FHIR server may not be queried, or None when it may."""
     server = request.fhirServer
-    token = request.access_token
-    why = None
     if not server:
-        why = "the request has no fhirServer"
-    elif not is_allowed(server, settings.fhir_allowlist):
+        return "the request has no fhirServer"
+    if not is_allowed(server, settings.fhir_allowlist):
         log.warning("fhirServer not on the allowlist; treated as absent")
-        why = "its fhirServer is not one this service is allowed to contact"
-    elif token is None and not settings.fhir_allow_anonymous:
-        why = "the request has no fhirAuthorization access token"
-    if why:
-        raise PrefetchUnavailable(f"prefetch lacks {', '.join(keys)} and {why}", expression="prefetch")
-    limits = Limits(settings.fhir_connect_timeout, settings.fhir_read_timeout,
-                    settings.fhir_page_limit, settings.fhir_page_size)
-    return FhirClient(server, token, settings.fhir_allowlist, limits, deadline)
+        return "its fhirServer is not one this service is allowed to contact"
+    if request.access_token is None and not settings.fhir_allow_anonymous:
+        return "the request has no fhirAuthorization access token"
+    return None
 
 
 def _fetch(client: FhirClient, template: PrefetchTemplate, patient_id: str) -> tuple[list[dict], bool]:
