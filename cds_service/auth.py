@@ -4,8 +4,9 @@ Each trusted client is an issuer (``iss``) with its public keys, as a JWKS URL o
 exchanged out of band. A call is accepted when its ``Authorization: Bearer <JWT>`` is signed
 with an asymmetric algorithm by a key of that issuer's JWKS (chosen by ``kid``), its ``aud``
 is the exact URL called, it has not expired, lives at most an hour, names the configured
-``tenant`` if there is one, and its ``jti`` has not been seen before. Anything else is a 401
-that does not say why; the reason is logged with ``iss`` and ``jti``, never the token.
+``tenant`` if there is one, and its ``jti`` has not been seen before by any worker (the ids are
+claimed in the shared store). Anything else is a 401 that does not say why; the reason is
+logged with ``iss`` and ``jti``, never the token.
 
 JWKS URLs are the only URLs this module fetches: a token's ``jku`` must equal the configured
 one, so a token cannot point the service at another host.
@@ -17,6 +18,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,14 +31,19 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import model_validator
 
+from .errors import ServiceUnavailable
 from .errors import Unauthorized
+from .store import StoreError
+
+#: Records (iss, jti) as used until the expiry given; False when it was used before.
+ClaimTokenId = Callable[[str, str, datetime], bool]
 
 log = logging.getLogger(__name__)
 
 #: Asymmetric JWS algorithms only: "none" and HMAC (HS*) are refused (CDS Hooks: SHALL NOT).
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MAX_LIFETIME_SECONDS = 3600  # CDS Hooks best practice; also bounds the jti replay memory
+MAX_LIFETIME_SECONDS = 3600  # CDS Hooks best practice; also bounds how long a jti is remembered
 CLOCK_SKEW_SECONDS = 60
 JWKS_MAX_AGE_SECONDS = 3600
 JWKS_MIN_REFRESH_SECONDS = 30  # an unknown kid re-fetches the JWKS (key rotation), at most this often
@@ -67,11 +76,12 @@ class _Rejected(Exception):
 
 
 class ClientAuthenticator:
-    def __init__(self, clients: list[TrustedClient], connect_timeout: float, read_timeout: float):
+    def __init__(self, clients: list[TrustedClient], claim_token_id: ClaimTokenId, connect_timeout: float,
+                 read_timeout: float):
         self._clients = {client.iss: client for client in clients}
+        self._claim_token_id = claim_token_id
         self._timeouts = (connect_timeout, read_timeout)
         self._keys: dict[str, tuple[float, dict[str, tuple[jwt.PyJWK, str | None]]]] = {}  # source -> (read at, keys)
-        self._seen: dict[tuple[str, str], float] = {}  # (iss, jti) -> exp
         self._lock = threading.Lock()
 
     def authenticate(self, authorization: str | None, audience: str) -> None:
@@ -157,14 +167,15 @@ class ClientAuthenticator:
         return response.json()
 
     def _remember(self, iss: str, jti: str, exp: float, where: str) -> None:
-        """Refuse a jti seen before (replay), remembering each until its token expires."""
-        now = time.time()
-        with self._lock:
-            if (iss, jti) in self._seen:
-                raise _Rejected(f"{where}: jti replayed")
-            if len(self._seen) > 1000:
-                self._seen = {k: v for k, v in self._seen.items() if v + CLOCK_SKEW_SECONDS > now}
-            self._seen[(iss, jti)] = exp
+        """Refuse a jti used before (replay), remembered until its token expires (with clock skew)."""
+        until = datetime.fromtimestamp(exp + CLOCK_SKEW_SECONDS, timezone.utc)
+        try:
+            fresh = self._claim_token_id(iss, jti, until)
+        except StoreError as exc:
+            log.error("client token id not recorded: %s", exc)
+            raise ServiceUnavailable("the client token could not be checked; retry the request") from None
+        if not fresh:
+            raise _Rejected(f"{where}: jti replayed")
 
 
 def _parse_jwks(data: Any) -> dict[str, tuple[jwt.PyJWK, str | None]]:

@@ -14,12 +14,14 @@ import jwt
 import pytest
 import requests
 import responses
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from cds_service.config import Settings
+from cds_service.store import default_sqlite_url
 from tests.conftest import FIXTURES
 from tests.conftest import load_json
 
@@ -167,6 +169,24 @@ def test_a_replayed_token_is_refused(client, signer):
     token = signer.token()
     assert call(client, token).status_code == 200
     assert_refused(call(client, token))
+
+
+def test_a_token_used_on_one_worker_is_refused_on_another(client, make_client, signer):
+    """Workers (and instances) share the database, so a replay cannot pick another worker."""
+    other_worker = make_client(require_client_jwt=True, trusted_clients=[{"iss": EHR, "jwks_url": JWKS_URL}])
+    token = signer.token()
+    assert call(client, token).status_code == 200
+    assert_refused(call(other_worker, token))
+
+
+def test_a_token_that_cannot_be_checked_for_replay_gets_503(client, signer, tmp_path):
+    engine = sa.create_engine(default_sqlite_url(tmp_path / "data"))  # the database make_client set up
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE client_token")
+    engine.dispose()
+    response = call(client, signer.token())
+    assert response.status_code == 503
+    assert response.get_json()["issue"][0]["code"] == "transient"
 
 
 def test_a_rotated_key_is_fetched_and_the_jwks_is_not_fetched_per_call(client, signer, jwks, monkeypatch):

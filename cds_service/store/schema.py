@@ -102,3 +102,15 @@ card_feedback = sa.Table(
     sa.Column("override_comment", sa.Text),
     sa.Index("ix_card_feedback_card_uuid", "card_uuid", "received_at", "id"),
 )
+
+
+# One row per client JWT accepted (CDS Hooks: a jti is used once), shared by every worker
+# and instance; rows are deleted once the token has expired.
+client_token = sa.Table(
+    "client_token",
+    metadata,
+    sa.Column("iss", sa.Text, primary_key=True),
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_client_token_expires_at", "expires_at"),
+)

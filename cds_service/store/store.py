@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextlib import nullcontext
 from dataclasses import fields
+from datetime import datetime
+from datetime import timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from .migrations import ALEMBIC_INI
 from .records import CoverageAssertionRecord, FeedbackRecord, StoreError
-from .schema import card_feedback, coverage_assertion
+from .schema import card_feedback, client_token, coverage_assertion
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +101,8 @@ class Store:
         self._engine = engine
         self._insert_assertions = _CompiledInsert(coverage_assertion, CoverageAssertionRecord, engine.dialect)
         self._insert_feedback = _CompiledInsert(card_feedback, FeedbackRecord, engine.dialect)
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._claim_token = insert(client_token).on_conflict_do_nothing().returning(client_token.c.jti)
         # SQLite has one writer at a time and its busy handler sleeps in coarse steps:
         # threads of one process take turns here instead (other processes still wait in SQLite).
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -169,6 +175,21 @@ class Store:
         with self._transaction("read card feedback") as conn:
             rows = conn.execute(query).all()
         return [FeedbackRecord(**row._mapping) for row in rows]
+
+    def claim_token_id(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        """Record a client JWT's (iss, jti) as used; False when it was used before (a replay).
+
+        Shared by every worker and instance on this database. Expired ids are deleted in the
+        same transaction, so the table holds only tokens that could still be presented.
+        """
+        now = datetime.now(timezone.utc)
+        try:
+            with self._write_lock, self._engine.connect() as conn, conn.begin():
+                conn.execute(sa.delete(client_token).where(client_token.c.expires_at < now))
+                inserted = conn.execute(self._claim_token, {"iss": iss, "jti": jti, "expires_at": expires_at})
+                return inserted.first() is not None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not record a client token id ({type(exc).__name__})") from exc
 
     def ping(self) -> bool:
         """Readiness check: can the database answer a trivial query? Never raises."""

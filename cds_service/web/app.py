@@ -35,8 +35,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                                   thread_name_prefix="fhir")
     app.extensions["cds"] = HookService(settings, catalog, store, executor)
     if settings.require_client_jwt:
-        app.extensions["cds_auth"] = ClientAuthenticator(settings.trusted_clients, settings.fhir_connect_timeout,
-                                                         settings.fhir_read_timeout)
+        app.extensions["cds_auth"] = ClientAuthenticator(settings.trusted_clients, store.claim_token_id,
+                                                         settings.fhir_connect_timeout, settings.fhir_read_timeout)
     app.register_blueprint(bp)
     register_error_handlers(app)
 

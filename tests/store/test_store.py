@@ -234,7 +234,7 @@ def test_migrate_twice_is_a_no_op_from_any_directory(
             versions = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
     finally:
         engine.dispose()
-    assert versions == [("0001",)]
+    assert versions == [("0002",)]
 
 
 def test_migrated_schema_matches_the_query_metadata(
@@ -247,10 +247,34 @@ def test_migrated_schema_matches_the_query_metadata(
         for table in metadata.sorted_tables:
             columns = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
             assert columns == {c.name: c.nullable for c in table.columns}, table.name
-        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("card_feedback")}
-        assert indexes["ix_card_feedback_card_uuid"] == ["card_uuid", "received_at", "id"]
+        for table in metadata.sorted_tables:
+            indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(table.name)}
+            assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}, table.name
     finally:
         engine.dispose()
+
+
+def test_a_client_token_id_is_claimed_once_across_stores(open_store: Callable[..., Store]) -> None:
+    """Two Stores on one database stand for two workers: a jti used on one is a replay on the other."""
+    first, second = open_store(), open_store()
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert first.claim_token_id("https://ehr.example.org", "jti-1", later) is True
+    assert second.claim_token_id("https://ehr.example.org", "jti-1", later) is False
+    assert second.claim_token_id("https://other.example.org", "jti-1", later) is True  # ids are per issuer
+
+
+def test_expired_client_token_ids_are_forgotten(open_store: Callable[..., Store], database_url: str) -> None:
+    store = open_store()
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    assert store.claim_token_id("https://ehr.example.org", "old", past) is True
+    assert store.claim_token_id("https://ehr.example.org", "new", past + timedelta(hours=1)) is True
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            kept = conn.exec_driver_sql("SELECT jti FROM client_token").all()
+    finally:
+        engine.dispose()
+    assert kept == [("new",)]
 
 
 def test_ping_is_true_on_a_working_database(open_store: Callable[..., Store]) -> None:
