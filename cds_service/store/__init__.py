@@ -1,4 +1,4 @@
-"""Persistence for coverage assertions and CDS Hooks feedback (see ``store.py``)."""
+"""Persistence for coverage assertions, CDS Hooks feedback and used client token ids (see ``store.py``)."""
 
 from .records import CoverageAssertionRecord, FeedbackRecord, StoreError
 from .store import Store, default_sqlite_url

@@ -1,4 +1,4 @@
-"""Persistence of coverage assertions and card feedback (SQLite by default, PostgreSQL for
+"""Persistence of coverage assertions, card feedback and used client token ids (SQLite by default, PostgreSQL for
 multi-instance deployments), written for several gunicorn workers writing at once.
 
 Process model: ``Store.from_url`` opens no connection, so create the Store in each worker
