@@ -80,6 +80,8 @@ def test_the_valid_demo_policy_loads(policy_dir):
     ("codes: {cpt: [\"99999\"]}", "codes: {cpt: [\"37238\"]}", None, "also claimed by 'cohere-venous-stents'"),
     ("          age: {min: 18}", "          order: {codes: {cpt: ['22633']}, level: L5}", 20,
      "level 'L5' is not one spinal interspace"),
+    ("          age: {min: 18}", "          observation: {codes: {loinc: [8480-6]}, value: '> 140 mm[Hg]', "
+     "duration_grows: true}", 20, "duration_grows needs a value compared in a unit of time"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),
     ("title: Demo policy", "title: [unclosed", 3, "invalid YAML"),
 ])

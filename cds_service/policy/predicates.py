@@ -206,7 +206,8 @@ def _observation_values(obs: dict, codes: CodeSet) -> list[dict]:
     return holders
 
 
-def _value_test(p: ObservationPredicate, holder: dict) -> tuple[Status, str | None]:
+def _value_test(p: ObservationPredicate, holder: dict, since: int = 0) -> tuple[Status, str | None]:
+    """Test one value; *since* is the days from the result to the order (for ``duration_grows``)."""
     if p.value is not None:
         quantity = _dict(holder.get("valueQuantity"))
         raw = quantity.get("value")
@@ -222,6 +223,9 @@ def _value_test(p: ObservationPredicate, holder: dict) -> tuple[Status, str | No
         if measured is None:
             return Status.UNDOCUMENTED, f"unit '{unit}' cannot be compared with {p.value.unit}"
         shown = f"{raw} {quantity.get('unit') or unit or ''}".strip()
+        if p.duration_grows and since > 0:
+            measured += convert(Decimal(since), "d", p.value.unit)
+            shown += f" when recorded, {measured:.1f} {p.value.unit} by the order"
         if p.value.holds(measured):
             return Status.MET, shown
         return Status.NOT_MET, f"{shown} (needs {p.value})"
@@ -274,7 +278,8 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
             return _undocumented(f"latest result is from {older}, before {start} ({p.within} window)", found=True)
         return _undocumented()
     latest = dated[0][0]
-    statuses = [(*_value_test(p, holder), resource) for when, resource in dated if when == latest
+    since = (ctx.as_of - latest).days
+    statuses = [(*_value_test(p, holder, since), resource) for when, resource in dated if when == latest
                 for holder in _observation_values(resource, p.codes)]
     for wanted in (Status.MET, Status.NOT_MET, Status.UNDOCUMENTED):
         chosen = [(reason, resource) for status, reason, resource in statuses if status is wanted]

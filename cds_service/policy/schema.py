@@ -33,6 +33,7 @@ from ..record import levels_in_text
 from .fhirpath import CompiledFhirPath
 from .fhirpath import compile_fhirpath
 from .timing import Duration
+from .units import convert
 from .units import known_unit
 
 _ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -167,6 +168,9 @@ class ObservationPredicate(_Predicate):
     #: Results linked (partOf/focus) to a Procedure count only if it has one of these codes:
     #: the relief after a TFESI is not the relief after the facet block done the same day.
     part_of: Codes | None = None
+    #: The value is how long something had lasted when it was recorded (pain for 2 months):
+    #: it has kept growing, so the time from the result to the order is added before comparing.
+    duration_grows: bool = False
 
     @model_validator(mode="after")
     def _one_value_test(self) -> "ObservationPredicate":
@@ -174,6 +178,8 @@ class ObservationPredicate(_Predicate):
                  self.value_boolean is not None]
         if sum(tests) > 1:
             raise ValueError("use only one of value, value_in/value_not_in, value_boolean")
+        if self.duration_grows and (self.value is None or convert(Decimal(1), "d", self.value.unit) is None):
+            raise ValueError("duration_grows needs a value compared in a unit of time (d, wk, mo, a)")
         return self
 
 
