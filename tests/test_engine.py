@@ -174,6 +174,22 @@ def test_outcome_is_sound_for_every_completion_of_the_undocumented(tree, statuse
         assert evaluation.missing, "documentation needed must say what is missing"
 
 
+def test_an_undated_procedure_was_done_but_cannot_be_placed_in_a_window():
+    undated = {"resourceType": "Procedure", "id": "pr", "status": "completed", "subject": {"reference": "Patient/p"},
+               "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "36475"}]}}
+    chart = PatientRecord([undated], [ORDER])
+
+    def outcome(procedure: dict):
+        p = policy({"id": "done", "text": "t", "cite": CITE, "documentation": "d", "absent": "not-met",
+                    "procedure": {"codes": {"cpt": ["36475"]}, **procedure}})
+        return evaluate_order(p, p.rules[0], ORDER, chart, date(2026, 11, 21))
+
+    assert outcome({}).outcome is Outcome.MEETS_CRITERIA  # "was it ever done": yes
+    within = outcome({"within": "6 months"})
+    assert within.outcome is Outcome.DOCUMENTATION_NEEDED  # not "not met": it was done, the date is missing
+    assert within.missing[0].reason == "performed date not recorded"
+
+
 def test_pure_core_imports_neither_flask_nor_requests():
     code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
             "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "

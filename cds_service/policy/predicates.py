@@ -312,7 +312,8 @@ def _span_check(spans: list[tuple[date, date]], min_span: Duration | None, what:
 
 def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
-    spans, matched = [], []
+    dates_matter = p.within is not None or p.min_span is not None
+    spans, matched, undated = [], [], []
     for resource in ctx.record.find("Procedure", p.codes):
         status = resource.get("status")
         if status not in ("completed", "in-progress"):
@@ -321,11 +322,18 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
             continue
         first, last = _bounds(resource.get("performedDateTime") or resource.get("performedString"),
                               resource.get("performedPeriod"), ctx.as_of, status == "in-progress")
-        if first is None or last is None or (start is not None and last < start) or not _valid(ctx, resource):
+        if (start is not None and last is not None and last < start) or not _valid(ctx, resource):
+            continue
+        if first is None or last is None:
+            # Done, date not recorded: enough when only "was it done" is asked.
+            (undated if dates_matter else matched).append(resource)
             continue
         spans.append((first, last))
         matched.append(resource)
     if not matched:
+        if undated:
+            return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, undated)), "performed date not recorded",
+                               found=True)
         return _undocumented()
     evidence = tuple(map(_ref, matched))
     if len(matched) < p.min_count:
