@@ -87,6 +87,9 @@ def _code_filters(catalog: Catalog) -> dict[str, str]:
     filters = {}
     for rtype, (param, predicate_types) in _CODE_FILTERS.items():
         sets = [leaf.predicate.codes for leaf in leaves if isinstance(leaf.predicate, predicate_types)]
+        if rtype == "Observation":  # the results a procedure must not predate
+            sets += [leaf.predicate.after_latest_result.codes for leaf in leaves
+                     if isinstance(leaf.predicate, ProcedurePredicate) and leaf.predicate.after_latest_result]
         tokens = _tokens(sets)
         if tokens:
             filters[rtype] = f"{param}={','.join(tokens)}"

@@ -190,6 +190,29 @@ def test_an_undated_procedure_was_done_but_cannot_be_placed_in_a_window():
     assert within.missing[0].reason == "performed date not recorded"
 
 
+def test_a_procedure_before_the_latest_result_it_should_have_settled_does_not_count():
+    ablation = {"resourceType": "Procedure", "id": "pr", "status": "completed", "subject": {"reference": "Patient/p"},
+                "performedDateTime": "2026-09-15",
+                "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "36475"}]}}
+    duplex = {"resourceType": "Observation", "id": "ob", "status": "final", "subject": {"reference": "Patient/p"},
+              "effectiveDateTime": "2026-10-01", "code": {"coding": [{"system": PROJECT_FINDINGS, "code": "leaf-1"}]}}
+    p = policy({"id": "ablated-first", "text": "t", "cite": CITE, "documentation": "d", "absent": "not-met",
+                "procedure": {"codes": {"cpt": ["36475"]},
+                              "after_latest_result": {"codes": {"finding": ["leaf-1"]}}}})
+
+    def outcome(resources: list[dict], unavailable: tuple[str, ...] = ()):
+        return evaluate_order(p, p.rules[0], ORDER, PatientRecord(resources, [ORDER], unavailable), date(2026, 11, 21))
+
+    assert outcome([ablation]).outcome is Outcome.MEETS_CRITERIA  # no later result to contradict it
+    later = outcome([ablation, duplex])
+    assert later.outcome is Outcome.NOT_MEDICALLY_NECESSARY
+    assert set(later.failed[0].evidence) == {"Procedure/pr", "Observation/ob"}
+    assert outcome([ablation, {**duplex, "effectiveDateTime": "2026-09-01"}]).outcome is Outcome.MEETS_CRITERIA
+    unknown = outcome([ablation], unavailable=("Observation",))
+    assert unknown.outcome is Outcome.DOCUMENTATION_NEEDED and "came first" in unknown.missing[0].reason
+    assert outcome([], unavailable=("Observation",)).outcome is Outcome.NOT_MEDICALLY_NECESSARY  # none on record
+
+
 def test_pure_core_imports_neither_flask_nor_requests():
     code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
             "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "

@@ -41,7 +41,7 @@ from .schema import Policy
 from .schema import Ref
 from .schema import Rule
 from .schema import Suggestion
-from .schema import predicate_resources
+from .schema import deciding_resources
 from .schema import When
 
 
@@ -174,7 +174,7 @@ class _Evaluator:
         outcome = EVALUATORS[type(leaf.predicate)](leaf.predicate, self.ctx)
         if outcome.status is Status.UNDOCUMENTED:
             answer = self.answers.get(leaf.id) if leaf.ask else None
-            unavailable = self.ctx.record.unavailable.intersection(predicate_resources(leaf.predicate))
+            unavailable = self.ctx.record.unavailable.intersection(deciding_resources(leaf.predicate))
             if answer is not None and isinstance(answer.value, bool):
                 outcome = LeafOutcome(Status.MET if answer.value else Status.NOT_MET, (answer.reference,),
                                       None if answer.value else "answered 'no' on the documentation form")

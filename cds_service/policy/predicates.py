@@ -26,6 +26,7 @@ from .schema import AllergyPredicate
 from .schema import ConditionPredicate
 from .schema import DevicePredicate
 from .schema import FhirPathPredicate
+from .schema import LatestResult
 from .schema import MedicationPredicate
 from .schema import ObservationPredicate
 from .schema import OrderPredicate
@@ -310,10 +311,19 @@ def _span_check(spans: list[tuple[date, date]], min_span: Duration | None, what:
     return False, f"{what} documented from {first} to {last} ({(last - first).days} days); needs at least {min_span}"
 
 
+def _latest_result(ctx: Context, wanted: LatestResult) -> tuple[date, dict] | None:
+    """The date and resource of the latest final Observation *wanted* describes, if any."""
+    found = [(when, resource) for resource in ctx.record.find("Observation", wanted.codes)
+             if resource.get("status") in _FINAL and (when := _effective(resource)) is not None
+             and _at_site(ctx, _dicts(resource.get("bodySite")), wanted.body_site, False)]
+    return max(found, key=lambda item: item[0]) if found else None
+
+
 def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
     dates_matter = p.within is not None or p.min_span is not None
-    spans, matched, undated = [], [], []
+    settled_after = _latest_result(ctx, p.after_latest_result) if p.after_latest_result else None
+    spans, matched, undated, superseded = [], [], [], []
     for resource in ctx.record.find("Procedure", p.codes):
         status = resource.get("status")
         if status not in ("completed", "in-progress"):
@@ -326,11 +336,21 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
             continue
         if first is None or last is None:
             # Done, date not recorded: enough when only "was it done" is asked.
-            (undated if dates_matter else matched).append(resource)
+            (undated if dates_matter or settled_after else matched).append(resource)
+            continue
+        if settled_after is not None and last < settled_after[0]:
+            superseded.append(resource)
             continue
         spans.append((first, last))
         matched.append(resource)
+    if matched and p.after_latest_result and "Observation" in ctx.record.unavailable:
+        return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, matched)),
+                           "Observation could not be retrieved from the EHR, so whether it came first is unknown")
     if not matched:
+        if superseded:
+            when, result = settled_after
+            return LeafOutcome(Status.NOT_MET, (*map(_ref, superseded), _ref(result)),
+                               f"done before the {when} result that still shows what it was to treat")
         if undated:
             return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, undated)), "performed date not recorded",
                                found=True)

@@ -183,6 +183,13 @@ class ObservationPredicate(_Predicate):
         return self
 
 
+class LatestResult(_Strict):
+    """Final Observations with these codes (at this site): the latest one's date is what counts."""
+
+    codes: Codes
+    body_site: Codes | None = None
+
+
 class ProcedurePredicate(_Predicate):
     """Completed Procedures with one of the codes: how many, how recent, over what span."""
 
@@ -193,6 +200,9 @@ class ProcedurePredicate(_Predicate):
     min_count: int = Field(1, ge=1)
     min_span: Period | None = None
     at_level: bool = False
+    #: A procedure done before the latest of these results did not settle what the result still
+    #: shows (an ablation followed by a duplex with the junction still refluxing): it does not count.
+    after_latest_result: LatestResult | None = None
 
 
 class ReportPredicate(_Predicate):
@@ -330,11 +340,21 @@ PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
 }
 
 
-def predicate_resources(predicate: _Strict) -> tuple[str, ...]:
-    """The resource types one predicate reads: its kind's, plus the Procedures a ``part_of`` resolves."""
+def deciding_resources(predicate: _Strict) -> tuple[str, ...]:
+    """The resource types whose absence can decide one predicate: its kind's, plus the Procedures a
+    ``part_of`` resolves. When one could not be retrieved, "not on record" proves nothing."""
     types = PREDICATE_RESOURCES[type(predicate)]
     if isinstance(predicate, ObservationPredicate) and predicate.part_of is not None:
         types += ("Procedure",)
+    return types
+
+
+def predicate_resources(predicate: _Strict) -> tuple[str, ...]:
+    """The resource types one predicate reads (what hydration fetches): the deciding ones, plus the
+    Observations an ``after_latest_result`` dates (the predicate itself handles their absence)."""
+    types = deciding_resources(predicate)
+    if isinstance(predicate, ProcedurePredicate) and predicate.after_latest_result is not None:
+        types += ("Observation",)
     return types
 
 
