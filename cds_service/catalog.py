@@ -15,7 +15,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .codes import PROJECT_FINDINGS
-from .codes import CodeSet
 from .payers import PayerConfig
 from .policy.loader import PolicyError
 from .policy.loader import load_policies
@@ -26,6 +25,7 @@ from .policy.loader import validation_problems
 from .policy.loader import walk
 from .policy.schema import Leaf
 from .policy.schema import Policy
+from .policy.schema import predicate_code_sets
 from .policy.schema import Rule
 from .record import Order
 
@@ -112,9 +112,8 @@ class Catalog:
 
 def _finding_codes(leaf: Leaf) -> set[str]:
     codes: set[str] = set()
-    for value in leaf.predicate.__dict__.values():
-        if isinstance(value, CodeSet):
-            codes |= {code for system, code in value.exact if system == PROJECT_FINDINGS}
+    for value in predicate_code_sets(leaf.predicate):
+        codes |= {code for system, code in value.exact if system == PROJECT_FINDINGS}
     return codes
 
 

@@ -82,6 +82,8 @@ def test_the_valid_demo_policy_loads(policy_dir):
      "level 'L5' is not one spinal interspace"),
     ("          age: {min: 18}", "          observation: {codes: {loinc: [8480-6]}, value: '> 140 mm[Hg]', "
      "duration_grows: true}", 20, "duration_grows needs a value compared in a unit of time"),
+    ("          age: {min: 18}", "          procedure: {codes: {cpt: ['36475']}, "
+     "after_latest_result: {codes: {finding: [no-such-result]}}}", None, "no-such-result"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),
     ("title: Demo policy", "title: [unclosed", 3, "invalid YAML"),
 ])

@@ -15,6 +15,7 @@ from cds_service.codes import PROJECT_FINDINGS
 from cds_service.codes import CodeSet
 from cds_service.policy.loader import rule_roots
 from cds_service.policy.loader import walk
+from cds_service.policy.schema import predicate_code_sets
 from cds_service.policy.schema import predicate_resources
 from cds_service.policy.schema import Leaf
 
@@ -65,7 +66,7 @@ def render(catalog: Catalog) -> str:
                     if not isinstance(node, Leaf) or node.id in seen:
                         continue
                     seen.add(node.id)
-                    sets = [v for v in node.predicate.__dict__.values() if isinstance(v, CodeSet)]
+                    sets = predicate_code_sets(node.predicate)
                     codes = {}
                     for codeset in sets:
                         for system, values in _codes(codeset).items():

@@ -340,6 +340,17 @@ PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
 }
 
 
+def predicate_code_sets(predicate: _Strict) -> list[CodeSet]:
+    """Every code set a predicate holds, nested ones (``after_latest_result``) included."""
+    found = []
+    for value in predicate.__dict__.values():
+        if isinstance(value, CodeSet):
+            found.append(value)
+        elif isinstance(value, _Strict):
+            found += predicate_code_sets(value)
+    return found
+
+
 def deciding_resources(predicate: _Strict) -> tuple[str, ...]:
     """The resource types whose absence can decide one predicate: its kind's, plus the Procedures a
     ``part_of`` resolves. When one could not be retrieved, "not on record" proves nothing."""
