@@ -115,14 +115,14 @@ def not_in_force(coverage: dict, on: date) -> str | None:
 def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> PayerMatch:
     """Find the payer from the record's primary Coverage (payor identifier, Organization, or display).
 
-    The Coverage in force on *on* is the primary one; when none is, the first Coverage names the
-    payer and the match says why it is not in force.
+    The Coverage in force on *on* is the primary one (the lowest ``order`` when several are); when
+    none is, the first Coverage names the payer and the match says why it is not in force.
     """
     coverages = record.coverages()
     if not coverages:
         return PayerMatch(config.get(config.default_payer), None, "no-coverage")
     reasons = [not_in_force(c, on) for c in coverages]
-    current = [c for c, reason in zip(coverages, reasons) if reason is None]
+    current = sorted((c for c, reason in zip(coverages, reasons) if reason is None), key=_priority)
     coverage = current[0] if current else coverages[0]
     inactive = None if current else reasons[0]
     for reference in coverage.get("payor") or ():
@@ -135,6 +135,12 @@ def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> Paye
         raise UnknownPayerError("the Coverage's payor is not a payer this service handles")
     return PayerMatch(config.get(config.default_payer), coverage, "inactive-coverage" if inactive else "unknown-payer",
                       inactive)
+
+
+def _priority(coverage: dict) -> float:
+    """Coverage.order: 1 is the primary coverage; unranked ones come after ranked ones."""
+    order = coverage.get("order")
+    return order if isinstance(order, int) and not isinstance(order, bool) else float("inf")
 
 
 def _match(config: PayerConfig, reference: dict, organization: dict | None) -> Payer | None:

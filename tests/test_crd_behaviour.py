@@ -162,6 +162,12 @@ def test_the_coverage_in_force_is_the_primary_one(client):
     assert {c["source"]["label"] for c in data["cards"]} == {"Healthy Blue"}
     parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
     assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {"reference": "Coverage/cov"}
+    # Of two in force, Coverage.order says which is primary.
+    secondary = {**ended, "id": "second", "order": 2, "period": {"start": "2020-01-01"}}
+    entries[0] = {"resource": secondary}
+    next(e["resource"] for e in entries if e["resource"].get("id") == "cov")["order"] = 1
+    data = client.post(SIGN, json=body).get_json()
+    assert {c["source"]["label"] for c in data["cards"]} == {"Healthy Blue"}
 
 
 def test_the_two_demo_payers_answer_with_their_own_policies(client):
