@@ -24,7 +24,6 @@ from .codes import canonical_system
 from .codes import coding_key
 from .codes import codings
 from .codes import loose_code
-from .codes import normalize_code
 from .policy.timing import parse_fhir_date
 from .r4b import is_valid
 
@@ -250,7 +249,6 @@ class Order:
         )
         texts = [t for t in (code.get("text"),) if isinstance(t, str)]
         return cls(
-            text=code["text"].strip() if isinstance(code.get("text"), str) else "",
             resource=resource,
             resource_type=str(resource.get("resourceType")),
             id=resource.get("id") if isinstance(resource.get("id"), str) else None,
@@ -259,6 +257,7 @@ class Order:
             reason_references=reason_refs,
             levels=order_levels([b for b in resource.get("bodySite") or () if isinstance(b, dict)], texts),
             authored_on=parse_fhir_date(resource.get("authoredOn")),
+            text=code["text"].strip() if isinstance(code.get("text"), str) else "",
         )
 
     @property
