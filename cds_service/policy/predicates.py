@@ -17,6 +17,7 @@ from typing import Any
 from typing import Callable
 
 from ..codes import CodeSet
+from ..codes import codings
 from ..record import Order
 from ..record import PatientRecord
 from ..record import SpinalLevel
@@ -246,12 +247,21 @@ def _value_test(p: ObservationPredicate, holder: dict, since: int = 0) -> tuple[
     return Status.MET, None
 
 
+def _linked_procedures(ctx: Context, observation: dict) -> list[dict]:
+    """The Procedures on record a result is linked to (partOf/focus)."""
+    linked = [ctx.record.resolve(ref, observation) for key in ("partOf", "focus") for ref in _dicts(observation.get(key))]
+    return [r for r in linked if r is not None and r.get("resourceType") == "Procedure"]
+
+
+def _linked_to(ctx: Context, procedures: list[dict], codes: CodeSet) -> bool:
+    return any(codes.matches_concept(c) for r in procedures for c in ctx.record.concepts_of(r))
+
+
 def _about_procedure(ctx: Context, observation: dict, codes: CodeSet) -> bool:
     """Whether a result may be about a procedure with *codes*: it is linked (partOf/focus) to
     no Procedure on record, or to one with such a code."""
-    linked = [ctx.record.resolve(ref, observation) for key in ("partOf", "focus") for ref in _dicts(observation.get(key))]
-    procedures = [r for r in linked if r is not None and r.get("resourceType") == "Procedure"]
-    return not procedures or any(codes.matches_concept(c) for r in procedures for c in ctx.record.concepts_of(r))
+    procedures = _linked_procedures(ctx, observation)
+    return not procedures or _linked_to(ctx, procedures, codes)
 
 
 def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
@@ -280,7 +290,12 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
         return _undocumented()
     latest = dated[0][0]
     since = (ctx.as_of - latest).days
-    statuses = [(*_value_test(p, holder, since), resource) for when, resource in dated if when == latest
+    deciding = [resource for when, resource in dated if when == latest]
+    if p.part_of is not None:
+        # A result linked to the procedure outweighs an unlinked one the same day (another injection's relief).
+        linked = [r for r in deciding if _linked_to(ctx, _linked_procedures(ctx, r), p.part_of)]
+        deciding = linked or deciding
+    statuses = [(*_value_test(p, holder, since), resource) for resource in deciding
                 for holder in _observation_values(resource, p.codes)]
     for wanted in (Status.MET, Status.NOT_MET, Status.UNDOCUMENTED):
         chosen = [(reason, resource) for status, reason, resource in statuses if status is wanted]
@@ -323,13 +338,15 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
     dates_matter = p.within is not None or p.min_span is not None
     settled_after = _latest_result(ctx, p.after_latest_result) if p.after_latest_result else None
-    spans, matched, undated, superseded = [], [], [], []
+    spans, matched, undated, superseded, site_unknown = [], [], [], [], []
     for resource in ctx.record.find("Procedure", p.codes):
         status = resource.get("status")
         if status not in ("completed", "in-progress"):
             continue
-        if not _at_site(ctx, _dicts(resource.get("bodySite")), None, p.at_level):
-            continue
+        sites = _dicts(resource.get("bodySite"))
+        site_coded = any(codings(site) for site in sites)
+        if not _at_site(ctx, sites, p.body_site if site_coded else None, p.at_level):
+            continue  # done elsewhere (another vein, another level)
         first, last = _bounds(resource.get("performedDateTime") or resource.get("performedString"),
                               resource.get("performedPeriod"), ctx.as_of, status == "in-progress")
         if (start is not None and last is not None and last < start) or not _valid(ctx, resource):
@@ -339,7 +356,11 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
             (undated if dates_matter or settled_after else matched).append(resource)
             continue
         if settled_after is not None and last < settled_after[0]:
-            superseded.append(resource)
+            if site_coded or p.body_site is None:
+                superseded.append(resource)
+            continue
+        if p.body_site is not None and not site_coded:
+            site_unknown.append(resource)  # may or may not be the site asked about
             continue
         spans.append((first, last))
         matched.append(resource)
@@ -354,6 +375,9 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
         if undated:
             return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, undated)), "performed date not recorded",
                                found=True)
+        if site_unknown:
+            return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, site_unknown)),
+                               "the site treated is not coded (bodySite)", found=True)
         return _undocumented()
     evidence = tuple(map(_ref, matched))
     if len(matched) < p.min_count:

@@ -200,6 +200,9 @@ class ProcedurePredicate(_Predicate):
     min_count: int = Field(1, ge=1)
     min_span: Period | None = None
     at_level: bool = False
+    #: The vein, joint … treated: a Procedure coded at another site does not count, and one whose
+    #: site is not coded cannot be told apart (undocumented).
+    body_site: Codes | None = None
     #: A procedure done before the latest of these results did not settle what the result still
     #: shows (an ablation followed by a duplex with the junction still refluxing): it does not count.
     after_latest_result: LatestResult | None = None
