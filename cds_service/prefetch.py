@@ -90,6 +90,9 @@ def _code_filters(catalog: Catalog) -> dict[str, str]:
         if rtype == "Observation":  # the results a procedure must not predate
             sets += [leaf.predicate.after_latest_result.codes for leaf in leaves
                      if isinstance(leaf.predicate, ProcedurePredicate) and leaf.predicate.after_latest_result]
+        if rtype == "Procedure":  # the procedures results are linked to, or must follow
+            sets += [codes for leaf in leaves if isinstance(leaf.predicate, ObservationPredicate)
+                     for codes in (leaf.predicate.part_of, leaf.predicate.after_latest_procedure) if codes]
         tokens = _tokens(sets)
         if tokens:
             filters[rtype] = f"{param}={','.join(tokens)}"

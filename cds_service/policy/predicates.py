@@ -247,10 +247,15 @@ def _value_test(p: ObservationPredicate, holder: dict, since: int = 0) -> tuple[
     return Status.MET, None
 
 
-def _linked_procedures(ctx: Context, observation: dict) -> list[dict]:
-    """The Procedures on record a result is linked to (partOf/focus)."""
-    linked = [ctx.record.resolve(ref, observation) for key in ("partOf", "focus") for ref in _dicts(observation.get(key))]
-    return [r for r in linked if r is not None and r.get("resourceType") == "Procedure"]
+def _procedure_links(ctx: Context, observation: dict) -> tuple[list[dict], bool]:
+    """The Procedures on record a result is linked to (partOf/focus), and whether it is linked
+    to any Procedure at all (one outside the record included)."""
+    refs = [ref for key in ("partOf", "focus") for ref in _dicts(observation.get(key))]
+    resolved = [ctx.record.resolve(ref, observation) for ref in refs]
+    procedures = [r for r in resolved if r is not None and r.get("resourceType") == "Procedure"]
+    unresolved = any(r is None and isinstance(ref.get("reference"), str) and "Procedure/" in ref["reference"]
+                     for ref, r in zip(refs, resolved))
+    return procedures, bool(procedures) or unresolved
 
 
 def _linked_to(ctx: Context, procedures: list[dict], codes: CodeSet) -> bool:
@@ -258,14 +263,25 @@ def _linked_to(ctx: Context, procedures: list[dict], codes: CodeSet) -> bool:
 
 
 def _about_procedure(ctx: Context, observation: dict, codes: CodeSet) -> bool:
-    """Whether a result may be about a procedure with *codes*: it is linked (partOf/focus) to
-    no Procedure on record, or to one with such a code."""
-    procedures = _linked_procedures(ctx, observation)
-    return not procedures or _linked_to(ctx, procedures, codes)
+    """Whether a result may be about a procedure with *codes*: it is linked (partOf/focus) to no
+    Procedure, or to one with such a code. A linked Procedure missing from the record is another
+    one: the Procedure query asks for these codes, so one with them would have been returned."""
+    procedures, linked = _procedure_links(ctx, observation)
+    return not linked or _linked_to(ctx, procedures, codes)
+
+
+def _latest_procedure(ctx: Context, codes: CodeSet) -> date | None:
+    """The last day of the latest completed Procedure with *codes*, if any."""
+    days = [_bounds(r.get("performedDateTime") or r.get("performedString"), r.get("performedPeriod"), ctx.as_of,
+                    False)[1] for r in ctx.record.find("Procedure", codes) if r.get("status") == "completed"]
+    return max((d for d in days if d is not None), default=None)
 
 
 def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
+    treated = _latest_procedure(ctx, p.after_latest_procedure) if p.after_latest_procedure else None
+    if treated is not None and (start is None or treated > start):
+        start = treated  # results before the treatment describe what it treated
     dated: list[tuple[date, dict]] = []
     older: date | None = None
     for resource in ctx.record.find("Observation", p.codes):
@@ -286,6 +302,8 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
         dated = [(when, r) for when, r in dated if _valid(ctx, r)]
     if not dated:
         if older is not None:
+            if start == treated:
+                return _undocumented(f"latest result is from {older}, before the {treated} treatment", found=True)
             return _undocumented(f"latest result is from {older}, before {start} ({p.within} window)", found=True)
         return _undocumented()
     latest = dated[0][0]
@@ -293,7 +311,7 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     deciding = [resource for when, resource in dated if when == latest]
     if p.part_of is not None:
         # A result linked to the procedure outweighs an unlinked one the same day (another injection's relief).
-        linked = [r for r in deciding if _linked_to(ctx, _linked_procedures(ctx, r), p.part_of)]
+        linked = [r for r in deciding if _linked_to(ctx, _procedure_links(ctx, r)[0], p.part_of)]
         deciding = linked or deciding
     statuses = [(*_value_test(p, holder, since), resource) for resource in deciding
                 for holder in _observation_values(resource, p.codes)]

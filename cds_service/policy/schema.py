@@ -168,6 +168,9 @@ class ObservationPredicate(_Predicate):
     #: Results linked (partOf/focus) to a Procedure count only if it has one of these codes:
     #: the relief after a TFESI is not the relief after the facet block done the same day.
     part_of: Codes | None = None
+    #: Results dated before the latest completed Procedure with these codes do not count: a
+    #: "serial" duplex must follow the treatment it assesses.
+    after_latest_procedure: Codes | None = None
     #: The value is how long something had lasted when it was recorded (pain for 2 months):
     #: it has kept growing, so the time from the result to the order is added before comparing.
     duration_grows: bool = False
@@ -356,9 +359,10 @@ def predicate_code_sets(predicate: _Strict) -> list[CodeSet]:
 
 def deciding_resources(predicate: _Strict) -> tuple[str, ...]:
     """The resource types whose absence can decide one predicate: its kind's, plus the Procedures a
-    ``part_of`` resolves. When one could not be retrieved, "not on record" proves nothing."""
+    ``part_of`` resolves or an ``after_latest_procedure`` dates. When one could not be retrieved,
+    "not on record" proves nothing."""
     types = PREDICATE_RESOURCES[type(predicate)]
-    if isinstance(predicate, ObservationPredicate) and predicate.part_of is not None:
+    if isinstance(predicate, ObservationPredicate) and (predicate.part_of or predicate.after_latest_procedure):
         types += ("Procedure",)
     return types
 
