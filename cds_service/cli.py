@@ -135,8 +135,8 @@ def evaluate(args: argparse.Namespace) -> int:
         print("no order in scope: no guidance")
         return 0
     payer, evaluations, evidence = assessment
-    inactive = f", coverage not in force: {payer.inactive}" if payer.inactive else ""
-    print(f"payer: {payer.payer.name} ({payer.basis}{inactive}); evidence queries: {evidence.queries}")
+    why = f", nothing covered: {payer.not_covering}" if payer.not_covering else ""
+    print(f"payer: {payer.payer.name} ({payer.basis}{why}); evidence queries: {evidence.queries}")
     for evaluation in evaluations:
         _print_evaluation(evaluation)
     return 0

@@ -60,6 +60,10 @@ class PayerConfig(_Strict):
     unknown_payer: Literal["default", "reject"] = Field(
         "default", description="A Coverage naming a payer not configured here: answer as the default payer, or 400"
     )
+    no_coverage: Literal["default", "not-covered"] = Field(
+        "default", description="A request without a Coverage: answer as the default payer (sandboxes, demos), or "
+                               "not-covered with the reason coverage-not-found (CRD, a payer's own endpoint)"
+    )
     payers: tuple[Payer, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -82,10 +86,11 @@ class PayerMatch:
     payer: Payer
     coverage: dict | None
     #: How the payer was found: "coverage", "no-coverage" (default used), "unknown-payer" (default
-    #: used) or "inactive-coverage" (the Coverage is not in force: nothing is covered under it).
+    #: used), or - nothing is covered - "inactive-coverage" (the Coverage is not in force) or
+    #: "coverage-not-found" (none on record, and the configuration says so).
     basis: str
-    #: Why the Coverage is not in force, e.g. "its period ended 2025-12-31".
-    inactive: str | None = None
+    #: Why nothing is covered, e.g. "its period ended 2025-12-31"; None when the payer answers.
+    not_covering: str | None = None
 
     @property
     def coverage_reference(self) -> str | None:
@@ -120,6 +125,9 @@ def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> Paye
     """
     coverages = record.coverages()
     if not coverages:
+        if config.no_coverage == "not-covered":
+            return PayerMatch(config.get(config.default_payer), None, "coverage-not-found",
+                              "the request carries no Coverage for the patient")
         return PayerMatch(config.get(config.default_payer), None, "no-coverage")
     reasons = [not_in_force(c, on) for c in coverages]
     current = sorted((c for c, reason in zip(coverages, reasons) if reason is None), key=_priority)

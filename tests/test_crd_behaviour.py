@@ -202,6 +202,29 @@ def test_unknown_payer_is_rejected_when_configured(tmp_path, make_client):
     assert response.get_json()["issue"][0]["expression"] == ["prefetch.coverage"]
 
 
+def test_without_coverage_a_payer_endpoint_can_answer_not_covered(tmp_path, make_client):
+    import shutil
+
+    from cds_service.catalog import bundled_policy_dir
+
+    policies = tmp_path / "cards"
+    shutil.copytree(bundled_policy_dir(), policies)
+    payers = policies / "payers.yaml"
+    payers.write_text(payers.read_text().replace("no_coverage: default", "no_coverage: not-covered"))
+    client = make_client(policy_dir=policies)
+    body = hook_request(service_request("37238"), prefetch=full_prefetch(condition("I87.1", "c1", text="May-Thurner")),
+                        extension={"davinci-crd.requestedVersion": "2.2"})
+    data = client.post(SIGN, json=body).get_json()
+    assert [c["summary"] for c in data["cards"]] == ["CPT 37238: no coverage on record"]
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "not-covered"
+    assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {"display": "No active coverage on record"}
+    reason = next(p["valueCodeableConcept"] for p in parts if p["url"] == "reason")
+    assert reason["coding"][0]["code"] == "coverage-not-found" and reason["text"]
+    assert not any(p["url"] in ("pa-needed", "doc-needed") for p in parts)
+    assert not check_response(body, data, "order-sign")
+
+
 def test_cli_evaluate_prints_the_three_valued_tree():
     result = subprocess.run([sys.executable, "-m", "cds_service.cli", "evaluate",
                              str(FIXTURES / "requests" / "mbb-seed-case.order-sign.json")],

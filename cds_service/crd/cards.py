@@ -338,23 +338,26 @@ _PRIORITY = ("critical", "not-medically-necessary", "gap", "documentation-needed
              "form", "guideline")
 
 
-def _inactive_coverage_card(evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
-    payer = ctx.payer.payer.name
-    coverage = ctx.payer.coverage_reference or "The patient's coverage"
-    detail = (f"{coverage} with {payer} is not in force ({ctx.payer.inactive}), so {payer} will not cover "
-              f"{_codes_label(evaluations)} under it. Update the patient's coverage and sign again to see "
-              "what the payer's guidelines need documented.")
-    return _card(_summary(_codes_label(evaluations), f": {payer} coverage not in force"), "warning",
-                 "coverage-info", ctx, evaluations, detail)
+def _not_covered_card(evaluations: list[OrderEvaluation], ctx: CardContext) -> dict:
+    payer, codes = ctx.payer.payer.name, _codes_label(evaluations)
+    coverage = ctx.payer.coverage_reference
+    if coverage:
+        summary = f": {payer} coverage not in force"
+        detail = f"{coverage} with {payer} is not in force ({ctx.payer.not_covering}), so {payer} will not cover {codes} under it."
+    else:
+        summary = ": no coverage on record"
+        detail = f"No coverage ({ctx.payer.not_covering}), so {payer} cannot cover {codes}."
+    detail += " Update the patient's coverage and sign again to see what the payer's guidelines need documented."
+    return _card(_summary(codes, summary), "warning", "coverage-info", ctx, evaluations, detail)
 
 
 def render_cards(evaluations: list[OrderEvaluation], ctx: CardContext) -> list[dict]:
     """All cards for the evaluated orders, most important first, honouring the CRD configuration.
 
-    Under a Coverage that is not in force nothing is covered, so that is the one thing said.
+    Without a Coverage in force nothing is covered, so that is the one thing said.
     """
-    if ctx.payer.basis == "inactive-coverage":
-        return [_inactive_coverage_card(evaluations, ctx)] if ctx.options.enabled("coverage-info") else []
+    if ctx.payer.not_covering:
+        return [_not_covered_card(evaluations, ctx)] if ctx.options.enabled("coverage-info") else []
     ranked: list[tuple[str, dict]] = []
     groups: dict[tuple[str, Outcome], list[OrderEvaluation]] = {}
     policies: dict[str, tuple[Policy, list[OrderEvaluation]]] = {}

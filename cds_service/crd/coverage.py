@@ -26,7 +26,9 @@ EXTENSION_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-cove
 CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
 
 OUTCOME_EVIDENCE_UNAVAILABLE = "evidence-unavailable"
-OUTCOME_COVERAGE_INACTIVE = "coverage-inactive"
+#: Why nothing is covered (PayerMatch.basis) -> the stored outcome and CRD 2.2's reason code.
+NOT_COVERING = {"inactive-coverage": ("coverage-inactive", "no-active-coverage"),
+                "coverage-not-found": ("coverage-not-found", "coverage-not-found")}
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,12 @@ class CoverageDecision:
 def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: str) -> CoverageDecision:
     """Map an evaluation to the CRD answer for the payer."""
     assertion_id = str(uuid.uuid4())
-    if payer.basis == "inactive-coverage":  # CRD: no active coverage is "not-covered" (2.2 codes the reason)
-        text = f"{payer.coverage_reference or 'The Coverage'} is not in force: {payer.inactive}"
-        return CoverageDecision(assertion_id, OUTCOME_COVERAGE_INACTIVE, "not-covered",
-                                reasons=(Reason(text, "no-active-coverage" if version == "2.2" else None),))
+    if payer.basis in NOT_COVERING:  # CRD: no active coverage is "not-covered" (2.2 codes the reason)
+        outcome, code = NOT_COVERING[payer.basis]
+        text = (f"{payer.coverage_reference} is not in force: {payer.not_covering}" if payer.coverage_reference
+                else f"No coverage: {payer.not_covering}")
+        return CoverageDecision(assertion_id, outcome, "not-covered",
+                                reasons=(Reason(text, code if version == "2.2" else None),))
     reasons: list[Reason] = []
     if payer.basis == "no-coverage":
         reasons.append(Reason(f"No active Coverage found; answered for {payer.payer.name}"))
