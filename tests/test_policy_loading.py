@@ -84,6 +84,8 @@ def test_the_valid_demo_policy_loads(policy_dir):
      "duration_grows: true}", 20, "duration_grows needs a value compared in a unit of time"),
     ("          age: {min: 18}", "          procedure: {codes: {cpt: ['36475']}, "
      "after_latest_result: {codes: {finding: [no-such-result]}}}", None, "no-such-result"),
+    ("          age: {min: 18}", "          observation: {codes: {loinc: [8480-6]}, unsited_is_every_level: true}", 20,
+     "unsited_is_every_level only applies with at_level: true"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),
     ("title: Demo policy", "title: [unclosed", 3, "invalid YAML"),
 ])

@@ -290,7 +290,9 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
             continue
         if p.part_of is not None and not _about_procedure(ctx, resource, p.part_of):
             continue
-        if not _at_site(ctx, _dicts(resource.get("bodySite")), p.body_site, p.at_level):
+        sites = _dicts(resource.get("bodySite"))
+        at_level = p.at_level and not (p.unsited_is_every_level and not sites)
+        if not _at_site(ctx, sites, p.body_site, at_level):
             continue
         if start is not None and when < start:
             older = max(older or when, when)

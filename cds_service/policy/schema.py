@@ -168,6 +168,9 @@ class ObservationPredicate(_Predicate):
     #: Results linked (partOf/focus) to a Procedure count only if it has one of these codes:
     #: the relief after a TFESI is not the relief after the facet block done the same day.
     part_of: Codes | None = None
+    #: With ``at_level``: a result naming no site at all speaks for every level (an examination's
+    #: "findings correlate with the imaging"), one naming sites only for those.
+    unsited_is_every_level: bool = False
     #: Results dated before the latest completed Procedure with these codes do not count: a
     #: "serial" duplex must follow the treatment it assesses.
     after_latest_procedure: Codes | None = None
@@ -183,6 +186,8 @@ class ObservationPredicate(_Predicate):
             raise ValueError("use only one of value, value_in/value_not_in, value_boolean")
         if self.duration_grows and (self.value is None or convert(Decimal(1), "d", self.value.unit) is None):
             raise ValueError("duration_grows needs a value compared in a unit of time (d, wk, mo, a)")
+        if self.unsited_is_every_level and not self.at_level:
+            raise ValueError("unsited_is_every_level only applies with at_level: true")
         return self
 
 
