@@ -41,6 +41,13 @@ class FhirAuthorization(_Lenient):
 class BundleEntry(_Lenient):
     resource: dict[str, Any] | None = None
 
+    @field_validator("resource")
+    @classmethod
+    def _typed(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not isinstance(value.get("resourceType"), str):
+            raise ValueError("a draft order needs a resourceType string")
+        return value
+
 
 class DraftOrders(_Lenient):
     resourceType: Literal["Bundle"]

@@ -63,17 +63,17 @@ SYSTEM_LABELS = {
 }
 
 
-def canonical_system(system: str | None) -> str | None:
-    """Return the canonical URI for *system* (aliases and a trailing slash folded)."""
-    if not system:
+def canonical_system(system: object) -> str | None:
+    """Return the canonical URI for *system* (aliases and a trailing slash folded); None for a non-string."""
+    if not system or not isinstance(system, str):
         return None
     system = system.strip().rstrip("/")
     return _ALIASES.get(system, system)
 
 
-def normalize_code(system: str | None, code: str | None) -> str | None:
-    """Normalise *code* for comparison: ICD-10-CM loses its dot and is upper-cased."""
-    if code is None:
+def normalize_code(system: str | None, code: object) -> str | None:
+    """Normalise *code* for comparison: ICD-10-CM loses its dot and is upper-cased; None for a non-string."""
+    if not isinstance(code, str):
         return None
     code = code.strip()
     if not code:

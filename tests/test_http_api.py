@@ -69,6 +69,9 @@ def test_hook_answers_with_cards_and_coverage_information(client):
                                                                          "draftOrders": []}}).encode(), "context.draftOrders"),
     (json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {"draftOrders": {
         "resourceType": "Bundle"}}}).encode(), "context.patientId"),
+    (json.dumps({"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p", "draftOrders": {
+        "resourceType": "Bundle", "entry": [{"resource": {"resourceType": ["ServiceRequest"]}}]}}}).encode(),
+     "context.draftOrders.entry.0.resource"),
 ])
 def test_bad_requests_get_400_with_an_operation_outcome(client, body, expression):
     response = client.post(SIGN, data=body, content_type="application/json")
@@ -77,6 +80,16 @@ def test_bad_requests_get_400_with_an_operation_outcome(client, body, expression
     if expression:
         assert any(expression in i.get("expression", [""])[0] for i in issues), issues
     assert b"Traceback" not in response.data
+
+
+def test_codes_that_are_not_strings_are_no_codes_not_a_500(client):
+    order = service_request("37238")
+    order["code"]["coding"].append({"system": ["http://www.ama-assn.org/go/cpt"], "code": 37239})
+    evidence = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/p1"},
+                "code": {"coding": [{"system": {"x": 1}, "code": ["I87.1"]}]}}
+    response = client.post(SIGN, json=hook_request(order, prefetch=full_prefetch(evidence)))
+    assert response.status_code == 200
+    assert response.get_json()["systemActions"][0]["resource"]["id"] == "sr1"
 
 
 def test_unknown_service_is_404_and_wrong_method_is_405(client):
