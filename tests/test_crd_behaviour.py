@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from cds_service.catalog import bundled_policy_dir
 from cds_service.config import Settings
 from tests.conftest import FIXTURES
 from tests.conftest import fixture_request
@@ -187,31 +189,24 @@ def test_without_coverage_the_default_payer_answers_and_says_so(client):
     assert any(p["url"] == "reason" and "No active Coverage" in p["valueCodeableConcept"]["text"] for p in parts)
 
 
-def test_unknown_payer_is_rejected_when_configured(tmp_path, make_client):
+def _client_with_payers_setting(tmp_path, make_client, setting: str, value: str):
+    """A client whose cards/payers.yaml sets *setting* to *value* (the bundled file says "default")."""
     policies = tmp_path / "cards"
-    import shutil
-
-    from cds_service.catalog import bundled_policy_dir
-
     shutil.copytree(bundled_policy_dir(), policies)
     payers = policies / "payers.yaml"
-    payers.write_text(payers.read_text().replace("unknown_payer: default", "unknown_payer: reject"))
-    client = make_client(policy_dir=policies)
+    payers.write_text(payers.read_text().replace(f"{setting}: default", f"{setting}: {value}"))
+    return make_client(policy_dir=policies)
+
+
+def test_unknown_payer_is_rejected_when_configured(tmp_path, make_client):
+    client = _client_with_payers_setting(tmp_path, make_client, "unknown_payer", "reject")
     response = client.post(SIGN, json=_payer_body({"display": "Acme Health"}))
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["prefetch.coverage"]
 
 
 def test_without_coverage_a_payer_endpoint_can_answer_not_covered(tmp_path, make_client):
-    import shutil
-
-    from cds_service.catalog import bundled_policy_dir
-
-    policies = tmp_path / "cards"
-    shutil.copytree(bundled_policy_dir(), policies)
-    payers = policies / "payers.yaml"
-    payers.write_text(payers.read_text().replace("no_coverage: default", "no_coverage: not-covered"))
-    client = make_client(policy_dir=policies)
+    client = _client_with_payers_setting(tmp_path, make_client, "no_coverage", "not-covered")
     body = hook_request(service_request("37238"), prefetch=full_prefetch(condition("I87.1", "c1", text="May-Thurner")),
                         extension={"davinci-crd.requestedVersion": "2.2"})
     data = client.post(SIGN, json=body).get_json()

@@ -270,10 +270,15 @@ def _about_procedure(ctx: Context, observation: dict, codes: CodeSet) -> bool:
     return not linked or _linked_to(ctx, procedures, codes)
 
 
+def _performed(procedure: dict, as_of: date) -> tuple[date | None, date | None]:
+    """First and last day a Procedure was performed (one in progress runs to *as_of*)."""
+    return _bounds(procedure.get("performedDateTime") or procedure.get("performedString"),
+                   procedure.get("performedPeriod"), as_of, procedure.get("status") == "in-progress")
+
+
 def _latest_procedure(ctx: Context, codes: CodeSet) -> date | None:
     """The last day of the latest completed Procedure with *codes*, if any."""
-    days = [_bounds(r.get("performedDateTime") or r.get("performedString"), r.get("performedPeriod"), ctx.as_of,
-                    False)[1] for r in ctx.record.find("Procedure", codes) if r.get("status") == "completed"]
+    days = [_performed(r, ctx.as_of)[1] for r in ctx.record.find("Procedure", codes) if r.get("status") == "completed"]
     return max((d for d in days if d is not None), default=None)
 
 
@@ -367,8 +372,7 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
         site_coded = any(codings(site) for site in sites)
         if not _at_site(ctx, sites, p.body_site if site_coded else None, p.at_level):
             continue  # done elsewhere (another vein, another level)
-        first, last = _bounds(resource.get("performedDateTime") or resource.get("performedString"),
-                              resource.get("performedPeriod"), ctx.as_of, status == "in-progress")
+        first, last = _performed(resource, ctx.as_of)
         if (start is not None and last is not None and last < start) or not _valid(ctx, resource):
             continue
         if first is None or last is None:
