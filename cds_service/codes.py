@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from dataclasses import field
 
+from .fhirjson import dicts
+
 CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -221,9 +223,9 @@ class CodeSet:
 
     def matches_concept(self, concept: dict | None) -> bool:
         """True when any Coding of a CodeableConcept dict is in the set."""
-        if not concept:
+        if not isinstance(concept, dict):
             return False
-        return any(self.contains(c.get("system"), c.get("code")) for c in concept.get("coding") or () if c)
+        return any(self.contains(c.get("system"), c.get("code")) for c in dicts(concept.get("coding")))
 
     def systems(self) -> set[str]:
         found = {system for system, _ in self.exact}
@@ -273,4 +275,4 @@ def codings(concept: dict | None) -> list[dict]:
     """The non-empty Codings of a CodeableConcept dict (real clients send ``[{}]``)."""
     if not isinstance(concept, dict):
         return []
-    return [c for c in concept.get("coding") or () if isinstance(c, dict) and c.get("code")]
+    return [c for c in dicts(concept.get("coding")) if c.get("code")]

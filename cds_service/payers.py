@@ -16,6 +16,8 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import model_validator
 
+from .fhirjson import dicts
+from .fhirjson import string
 from .policy.timing import parse_fhir_date
 from .record import PatientRecord
 
@@ -133,9 +135,7 @@ def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> Paye
     current = sorted((c for c, reason in zip(coverages, reasons) if reason is None), key=_priority)
     coverage = current[0] if current else coverages[0]
     inactive = None if current else reasons[0]
-    for reference in coverage.get("payor") or ():
-        if not isinstance(reference, dict):
-            continue
+    for reference in dicts(coverage.get("payor")):
         payer = _match(config, reference, record.resolve(reference, coverage))
         if payer is not None:
             return PayerMatch(payer, coverage, "inactive-coverage" if inactive else "coverage", inactive)
@@ -157,9 +157,10 @@ def _match(config: PayerConfig, reference: dict, organization: dict | None) -> P
         identifiers.append(reference["identifier"])
     names = [reference.get("display")]
     if organization is not None:
-        identifiers += [i for i in organization.get("identifier") or () if isinstance(i, dict)]
-        names += [organization.get("name")] + list(organization.get("alias") or ())
-    wanted = {(i.get("system"), i.get("value")) for i in identifiers}
+        identifiers += dicts(organization.get("identifier"))
+        aliases = organization.get("alias")
+        names += [organization.get("name")] + (aliases if isinstance(aliases, list) else [])
+    wanted = {(string(i.get("system")), string(i.get("value"))) for i in identifiers}
     spelled = {n.strip().casefold() for n in names if isinstance(n, str) and n.strip()}
     for payer in config.payers:
         if any((i.system, i.value) in wanted for i in payer.identifiers):

@@ -24,6 +24,7 @@ from .codes import canonical_system
 from .codes import coding_key
 from .codes import codings
 from .codes import loose_code
+from .fhirjson import dicts
 from .policy.timing import parse_fhir_date
 from .r4b import is_valid
 
@@ -165,7 +166,7 @@ def body_site_levels(concepts: Iterable[dict]) -> tuple[set[SpinalLevel], set[st
                 levels.add(SpinalLevel.between(*_DISC_CODES[code]))
             elif code in _VERTEBRA_CODES:
                 vertebrae.add(_VERTEBRA_CODES[code])
-        for text in [concept.get("text")] + [c.get("display") for c in concept.get("coding") or () if c]:
+        for text in [concept.get("text")] + [c.get("display") for c in dicts(concept.get("coding"))]:
             if isinstance(text, str):
                 found_levels, found_vertebrae = levels_in_text(text)
                 levels |= found_levels
@@ -232,8 +233,8 @@ class Order:
         code = named[0] if named else {}
         found: list[tuple[str, str, str | None]] = []
         concepts = named + [
-            ext.get("valueCodeableConcept") for ext in code.get("extension") or ()
-            if isinstance(ext, dict) and ext.get("url") == BILLING_OPTIONS
+            ext.get("valueCodeableConcept") for ext in dicts(code.get("extension"))
+            if ext.get("url") == BILLING_OPTIONS
         ]
         for concept in concepts:
             for coding in codings(concept):
@@ -241,11 +242,10 @@ class Order:
                 found.append((system, str(coding["code"]).strip(), coding.get("display")))
         reasons = tuple(
             (canonical_system(c.get("system")) or "", str(c["code"]))
-            for concept in resource.get("reasonCode") or () for c in codings(concept)
+            for concept in dicts(resource.get("reasonCode")) for c in codings(concept)
         )
         reason_refs = tuple(
-            ref["reference"] for ref in resource.get("reasonReference") or ()
-            if isinstance(ref, dict) and isinstance(ref.get("reference"), str)
+            ref["reference"] for ref in dicts(resource.get("reasonReference")) if isinstance(ref.get("reference"), str)
         )
         texts = [t for t in (code.get("text"),) if isinstance(t, str)]
         return cls(
@@ -255,7 +255,7 @@ class Order:
             codings=tuple(found),
             reason_codings=reasons,
             reason_references=reason_refs,
-            levels=order_levels([b for b in resource.get("bodySite") or () if isinstance(b, dict)], texts),
+            levels=order_levels(dicts(resource.get("bodySite")), texts),
             authored_on=parse_fhir_date(resource.get("authoredOn")),
             text=code["text"].strip() if isinstance(code.get("text"), str) else "",
         )
@@ -389,7 +389,7 @@ class PatientRecord:
         if key not in self._texts:
             self._texts[key] = " ".join(
                 str(t) for c in self.concepts_of(resource)
-                for t in [c.get("text")] + [x.get("display") for x in c.get("coding") or () if isinstance(x, dict)]
+                for t in [c.get("text")] + [x.get("display") for x in dicts(c.get("coding"))]
                 if t
             ).lower()
         return self._texts[key]
@@ -449,7 +449,7 @@ class PatientRecord:
         if not isinstance(ref, str) or not ref:
             return None
         if ref.startswith("#") and within is not None:
-            return next((c for c in within.get("contained") or () if isinstance(c, dict) and c.get("id") == ref[1:]), None)
+            return next((c for c in dicts(within.get("contained")) if c.get("id") == ref[1:]), None)
         parts = ref.rstrip("/").split("/")
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
@@ -496,22 +496,18 @@ class PatientRecord:
                 continue
             authored = parse_fhir_date(response.get("authored"))
             reference = f"QuestionnaireResponse/{response.get('id')}"
-            for link_id, value in _answers(response.get("item") or ()):
+            for link_id, value in _answers(dicts(response.get("item"))):
                 current = best.get(link_id)
                 if current is None or (authored or date.min) >= (current.authored or date.min):
                     best[link_id] = Answer(value, reference, authored)
         return best
 
 
-def _answers(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+def _answers(items: list[dict]) -> Iterator[tuple[str, Any]]:
     for item in items:
-        if not isinstance(item, dict):
-            continue
-        for answer in item.get("answer") or ():
-            if not isinstance(answer, dict):
-                continue
+        for answer in dicts(item.get("answer")):
             for key, value in answer.items():
                 if key.startswith("value") and isinstance(item.get("linkId"), str):
                     yield item["linkId"], value
-            yield from _answers(answer.get("item") or ())
-        yield from _answers(item.get("item") or ())
+            yield from _answers(dicts(answer.get("item")))
+        yield from _answers(dicts(item.get("item")))

@@ -17,6 +17,8 @@ from datetime import date
 
 from ..codes import CPT
 from ..codes import HCPCS
+from ..fhirjson import as_dict
+from ..fhirjson import dicts
 from ..payers import PayerMatch
 from ..policy.engine import OrderEvaluation
 from ..policy.engine import Outcome
@@ -162,11 +164,11 @@ _COMPARED = ("covered", "pa-needed", "doc-needed", "info-needed", "questionnaire
 
 def _essence(extension: dict) -> tuple:
     values = {}
-    for part in extension.get("extension") or ():
-        if isinstance(part, dict) and part.get("url") in _COMPARED:
+    for part in dicts(extension.get("extension")):
+        if part.get("url") in _COMPARED:
             values.setdefault(part["url"], set()).add(part.get("valueCode") or part.get("valueCanonical"))
-    coverage = next((p.get("valueReference", {}).get("reference") for p in extension.get("extension") or ()
-                     if isinstance(p, dict) and p.get("url") == "coverage"), None)
+    coverage = next((as_dict(p.get("valueReference")).get("reference") for p in dicts(extension.get("extension"))
+                     if p.get("url") == "coverage"), None)
     return coverage, tuple(sorted((k, tuple(sorted(map(str, v)))) for k, v in values.items()))
 
 
@@ -176,13 +178,12 @@ def system_action(order_resource: dict, extension: dict) -> dict | None:
     The order is returned unchanged except for its coverage-information for the same Coverage,
     which is replaced (CRD: a systemAction SHALL NOT change any other element).
     """
-    existing = [e for e in order_resource.get("extension") or ()
-                if isinstance(e, dict) and e.get("url") == EXTENSION_URL]
+    existing = [e for e in dicts(order_resource.get("extension")) if e.get("url") == EXTENSION_URL]
     if any(_essence(e) == _essence(extension) for e in existing):
         return None
     key = _essence(extension)[0]
-    kept = [e for e in order_resource.get("extension") or ()
-            if not (isinstance(e, dict) and e.get("url") == EXTENSION_URL and _essence(e)[0] == key)]
+    kept = [e for e in dicts(order_resource.get("extension"))
+            if not (e.get("url") == EXTENSION_URL and _essence(e)[0] == key)]
     # A shallow copy is enough: only the top-level extension list differs, and it is a new list.
     resource = {**order_resource, "extension": kept + [extension]}
     return {"type": "update", "description": "Record the payer's coverage information on the order",

@@ -22,6 +22,7 @@ from ..errors import FhirHttpError
 from ..errors import FhirInvalidResponse
 from ..errors import FhirNotAllowed
 from ..errors import FhirTimeout
+from ..fhirjson import dicts
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,8 @@ class FhirClient:
             if bundle["resourceType"] != "Bundle":
                 raise FhirInvalidResponse("search did not return a Bundle")
             pages += 1
-            for entry in bundle.get("entry") or ():
-                resource = entry.get("resource") if isinstance(entry, dict) else None
+            for entry in dicts(bundle.get("entry")):
+                resource = entry.get("resource")
                 if isinstance(resource, dict) and resource.get("resourceType") not in (None, "OperationOutcome"):
                     resources.append(resource)
             next_url = next_link(bundle)
@@ -166,6 +167,6 @@ class FhirClient:
 
 def next_link(bundle: dict) -> str | None:
     """The ``next`` page of a searchset Bundle, if any."""
-    return next((link["url"] for link in bundle.get("link") or ()
-                 if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str)
+    return next((link["url"] for link in dicts(bundle.get("link"))
+                 if link.get("relation") == "next" and isinstance(link.get("url"), str)
                  and link["url"]), None)

@@ -25,6 +25,7 @@ from ..cdshooks import HookRequest
 from ..config import Settings
 from ..errors import EvidenceError
 from ..errors import PrefetchUnavailable
+from ..fhirjson import dicts
 from ..prefetch import PrefetchTemplate
 from .client import FhirClient
 from .client import Limits
@@ -51,8 +52,8 @@ def _resources_in(value: Any) -> list[dict]:
         return []
     if value.get("resourceType") == "Bundle":
         found = []
-        for entry in value.get("entry") or ():
-            resource = entry.get("resource") if type(entry) is dict else None
+        for entry in dicts(value.get("entry")):
+            resource = entry.get("resource")
             if type(resource) is dict and resource.get("resourceType") not in _NOT_EVIDENCE:
                 found.append(resource)
         return found

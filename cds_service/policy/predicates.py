@@ -18,6 +18,9 @@ from typing import Callable
 
 from ..codes import CodeSet
 from ..codes import codings
+from ..fhirjson import as_dict
+from ..fhirjson import dicts
+from ..fhirjson import string
 from ..record import Order
 from ..record import PatientRecord
 from ..record import SpinalLevel
@@ -80,27 +83,17 @@ def _ref(resource: dict) -> str:
 # as evidence, and the hundreds of resources no criterion reaches are never validated.
 
 
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _dicts(value: Any) -> list[dict]:
-    if isinstance(value, dict):
-        return [value]
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
 def _code(concept: Any) -> str | None:
     """First coding code of a CodeableConcept (clinicalStatus, verificationStatus …)."""
-    for coding in _dicts(_dict(concept).get("coding")):
+    for coding in dicts(as_dict(concept).get("coding")):
         if isinstance(coding.get("code"), str):
             return coding["code"]
     return None
 
 
 def _label(concept: Any) -> str:
-    concept = _dict(concept)
-    for coding in _dicts(concept.get("coding")):
+    concept = as_dict(concept)
+    for coding in dicts(concept.get("coding")):
         if coding.get("code"):
             return f"{coding['display']} ({coding['code']})" if coding.get("display") else str(coding["code"])
     return str(concept.get("text") or "result")
@@ -152,7 +145,7 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
         candidates += [c for c in ctx.record.mentioning("Condition", p.text) if id(c) not in seen]
     supporting, contradicting, refuted, reasons = [], [], [], []
     for resource in candidates:
-        if not _at_site(ctx, _dicts(resource.get("bodySite")), p.body_site, p.at_level) or not _valid(ctx, resource):
+        if not _at_site(ctx, dicts(resource.get("bodySite")), p.body_site, p.at_level) or not _valid(ctx, resource):
             continue
         verification, clinical = _code(resource.get("verificationStatus")), _code(resource.get("clinicalStatus"))
         label = _label(resource.get("code"))
@@ -187,7 +180,7 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
 
 
 def _onset_before(condition: dict, period: Duration, as_of: date) -> bool:
-    onset = _date(condition.get("onsetDateTime")) or _date(_dict(condition.get("onsetPeriod")).get("start")) \
+    onset = _date(condition.get("onsetDateTime")) or _date(as_dict(condition.get("onsetPeriod")).get("start")) \
         or _date(condition.get("recordedDate"))
     return onset is not None and onset <= period.before(as_of)
 
@@ -196,7 +189,7 @@ _FINAL = {"final", "amended", "corrected", "appended"}
 
 
 def _effective(resource: dict) -> date | None:
-    period = _dict(resource.get("effectivePeriod"))
+    period = as_dict(resource.get("effectivePeriod"))
     return (_date(resource.get("effectiveDateTime")) or _date(resource.get("effectiveInstant"))
             or _date(period.get("end")) or _date(period.get("start")) or _date(resource.get("issued")))
 
@@ -204,14 +197,14 @@ def _effective(resource: dict) -> date | None:
 def _observation_values(obs: dict, codes: CodeSet) -> list[dict]:
     """The observation and/or its components that carry the value for *codes*."""
     holders = [obs] if codes.matches_concept(obs.get("code")) else []
-    holders += [c for c in _dicts(obs.get("component")) if codes.matches_concept(c.get("code"))]
+    holders += [c for c in dicts(obs.get("component")) if codes.matches_concept(c.get("code"))]
     return holders
 
 
 def _value_test(p: ObservationPredicate, holder: dict, since: int = 0) -> tuple[Status, str | None]:
     """Test one value; *since* is the days from the result to the order (for ``duration_grows``)."""
     if p.value is not None:
-        quantity = _dict(holder.get("valueQuantity"))
+        quantity = as_dict(holder.get("valueQuantity"))
         raw = quantity.get("value")
         if not isinstance(raw, (int, float)) or isinstance(raw, bool):
             if isinstance(holder.get("valueString"), str):
@@ -250,7 +243,7 @@ def _value_test(p: ObservationPredicate, holder: dict, since: int = 0) -> tuple[
 def _procedure_links(ctx: Context, observation: dict) -> tuple[list[dict], bool]:
     """The Procedures on record a result is linked to (partOf/focus), and whether it is linked
     to any Procedure at all (one outside the record included)."""
-    refs = [ref for key in ("partOf", "focus") for ref in _dicts(observation.get(key))]
+    refs = [ref for key in ("partOf", "focus") for ref in dicts(observation.get(key))]
     resolved = [ctx.record.resolve(ref, observation) for ref in refs]
     procedures = [r for r in resolved if r is not None and r.get("resourceType") == "Procedure"]
     unresolved = any(r is None and isinstance(ref.get("reference"), str) and "Procedure/" in ref["reference"]
@@ -291,11 +284,11 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     older: date | None = None
     for resource in ctx.record.find("Observation", p.codes):
         when = _effective(resource)
-        if resource.get("status") not in _FINAL or when is None:
+        if string(resource.get("status")) not in _FINAL or when is None:
             continue
         if p.part_of is not None and not _about_procedure(ctx, resource, p.part_of):
             continue
-        sites = _dicts(resource.get("bodySite"))
+        sites = dicts(resource.get("bodySite"))
         at_level = p.at_level and not (p.unsited_is_every_level and not sites)
         if not _at_site(ctx, sites, p.body_site, at_level):
             continue
@@ -333,7 +326,7 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
 
 def _bounds(moment: Any, period: Any, as_of: date, ongoing: bool) -> tuple[date | None, date | None]:
     """First and last day of a dateTime or Period (an open Period of something ongoing ends today)."""
-    period = _dict(period)
+    period = as_dict(period)
     if period:
         start, end = _date(period.get("start")), _date(period.get("end"))
         end = end or (as_of if ongoing else start)
@@ -354,8 +347,8 @@ def _span_check(spans: list[tuple[date, date]], min_span: Duration | None, what:
 def _latest_result(ctx: Context, wanted: LatestResult) -> tuple[date, dict] | None:
     """The date and resource of the latest final Observation *wanted* describes, if any."""
     found = [(when, resource) for resource in ctx.record.find("Observation", wanted.codes)
-             if resource.get("status") in _FINAL and (when := _effective(resource)) is not None
-             and _at_site(ctx, _dicts(resource.get("bodySite")), wanted.body_site, False)]
+             if string(resource.get("status")) in _FINAL and (when := _effective(resource)) is not None
+             and _at_site(ctx, dicts(resource.get("bodySite")), wanted.body_site, False)]
     return max(found, key=lambda item: item[0]) if found else None
 
 
@@ -368,7 +361,7 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
         status = resource.get("status")
         if status not in ("completed", "in-progress"):
             continue
-        sites = _dicts(resource.get("bodySite"))
+        sites = dicts(resource.get("bodySite"))
         site_coded = any(codings(site) for site in sites)
         if not _at_site(ctx, sites, p.body_site if site_coded else None, p.at_level):
             continue  # done elsewhere (another vein, another level)
@@ -414,10 +407,10 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
     hits, wrong_conclusion = [], []
     for resource in ctx.record.find("DiagnosticReport", p.codes):
-        if resource.get("status") not in _FINAL or not _valid(ctx, resource):
+        if string(resource.get("status")) not in _FINAL or not _valid(ctx, resource):
             continue
         if p.conclusion is not None:
-            conclusions = _dicts(resource.get("conclusionCode"))
+            conclusions = dicts(resource.get("conclusionCode"))
             if not any(p.conclusion.matches_concept(c) for c in conclusions):
                 if conclusions:
                     wrong_conclusion.append(resource)
@@ -427,7 +420,7 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
         for resource in ctx.record.find("DocumentReference", p.codes):
             if resource.get("status") != "current" or not _valid(ctx, resource):
                 continue
-            period = _dict(_dict(resource.get("context")).get("period"))
+            period = as_dict(as_dict(resource.get("context")).get("period"))
             hits.append((_date(resource.get("date")) or _date(period.get("end")) or _date(period.get("start")),
                          resource))
     recent = [r for when, r in hits if when is not None and (start is None or when >= start)]
@@ -446,7 +439,7 @@ def allergy(p: AllergyPredicate, ctx: Context) -> LeafOutcome:
     supporting, contradicting = [], []
     for resource in ctx.record.resources("AllergyIntolerance"):
         texts = ctx.record.text_of(resource) + " " + " ".join(
-            str(n.get("text", "")) for n in _dicts(resource.get("note"))).lower()
+            str(n.get("text", "")) for n in dicts(resource.get("note"))).lower()
         coded = p.codes is not None and any(p.codes.matches_concept(c) for c in ctx.record.concepts_of(resource))
         if not (coded or any(w in texts for w in words)) or not _valid(ctx, resource):
             continue
@@ -474,7 +467,7 @@ def _usage_span(resource: dict, as_of: date) -> tuple[date | None, date | None]:
     """When a device or drug was used; an active order or statement without an end runs until today."""
     ongoing = resource.get("status") == "active"
     if resource["resourceType"] == "MedicationRequest":
-        validity = _dict(resource.get("dispenseRequest")).get("validityPeriod")
+        validity = as_dict(resource.get("dispenseRequest")).get("validityPeriod")
         first, last = _bounds(resource.get("authoredOn"), validity, as_of, ongoing)
         return first, (as_of if ongoing and not validity else last)
     moment_key, period_key, fallback = _USAGE_TIMING[resource["resourceType"]]
@@ -545,7 +538,7 @@ def order_reason(p: OrderReasonPredicate, ctx: Context) -> LeafOutcome:
     for reference in ctx.order.reason_references:
         target = ctx.record.resolve(reference, ctx.order.resource)
         for concept in (ctx.record.concepts_of(target) if target else ()):
-            reasons += [(c.get("system"), c.get("code")) for c in concept.get("coding") or () if c]
+            reasons += [(c.get("system"), c.get("code")) for c in dicts(concept.get("coding"))]
     if not reasons:
         return _undocumented("the order carries no reason code")
     if any(p.codes.contains(system, code) for system, code in reasons):
