@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pydantic import field_validator
 
 from .errors import BadRequest
+from .fhirjson import string
 
 
 class _Lenient(BaseModel):
@@ -130,10 +131,12 @@ class Feedback(_Lenient):
     acceptedSuggestions: list[dict[str, Any]] = []
     overrideReason: dict[str, Any] | None = None
 
-    def override_coding(self) -> dict[str, Any] | None:
+    def override_coding(self) -> dict[str, str] | None:
+        """The override reason's system, code and display (strings only; None without a code)."""
         reason = self.overrideReason or {}
         coding = reason.get("reason") if isinstance(reason.get("reason"), dict) else reason
-        return coding if isinstance(coding, dict) and coding.get("code") else None
+        read = {key: value for key in ("system", "code", "display") if (value := string(coding.get(key)))}
+        return read if read.get("code") else None
 
     def override_comment(self) -> str | None:
         comment = (self.overrideReason or {}).get("userComment")

@@ -210,7 +210,7 @@ class HookService:
             records.append(FeedbackRecord(
                 service_id=service.id, card_uuid=item.card, outcome=item.outcome,
                 outcome_timestamp=_timestamp(item.outcomeTimestamp), received_at=received,
-                accepted_suggestions=tuple(str(s.get("id")) for s in item.acceptedSuggestions if s.get("id")),
+                accepted_suggestions=tuple(s["id"] for s in item.acceptedSuggestions if isinstance(s.get("id"), str) and s["id"]),
                 override_reason_system=coding.get("system"), override_reason_code=coding.get("code"),
                 override_reason_display=coding.get("display"), override_comment=item.override_comment(),
             ))

@@ -240,6 +240,20 @@ def test_feedback_accepts_both_override_reason_shapes(client, app):
     assert store.feedback_for_card("c-2")[0].accepted_suggestions == ("s-9",)
 
 
+def test_feedback_with_malformed_reason_parts_is_recorded_without_them(client, app):
+    """A non-string code or suggestion id is no code (it was a 503: the store refused a list)."""
+    item = {"card": "c-3", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z",
+            "acceptedSuggestions": [{"id": ["s-1"]}, {"id": "s-2"}],
+            "overrideReason": {"reason": {"system": {"x": 1}, "code": [{"code": "c"}], "display": 5},
+                               "userComment": "see note"}}
+    response = client.post(f"{SIGN}/feedback", json={"feedback": [item]})
+    assert response.status_code == 200
+    (stored,) = app.extensions["cds"].store.feedback_for_card("c-3")
+    assert (stored.override_reason_system, stored.override_reason_code, stored.override_comment) == \
+        (None, None, "see note")
+    assert stored.accepted_suggestions == ("s-2",)
+
+
 @pytest.mark.parametrize("body", [
     {"feedback": []},
     {"feedback": [{"card": "c", "outcome": "maybe", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]},
