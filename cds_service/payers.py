@@ -88,8 +88,9 @@ class PayerMatch:
     payer: Payer
     coverage: dict | None
     #: How the payer was found: "coverage", "no-coverage" (default used), "unknown-payer" (default
-    #: used), or - nothing is covered - "inactive-coverage" (the Coverage is not in force) or
-    #: "coverage-not-found" (none on record, and the configuration says so).
+    #: used), or - nothing is covered - "inactive-coverage" (the Coverage is not in force),
+    #: "coverage-not-found" (none on record, and the configuration says so) or "ambiguous-coverage"
+    #: (several of this service's payers' Coverages in force, none ranked first).
     basis: str
     #: Why nothing is covered, e.g. "its period ended 2025-12-31"; None when the payer answers.
     not_covering: str | None = None
@@ -122,8 +123,11 @@ def not_in_force(coverage: dict, on: date) -> str | None:
 def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> PayerMatch:
     """Find the payer from the record's primary Coverage (payor identifier, Organization, or display).
 
-    The Coverage in force on *on* is the primary one (the lowest ``order`` when several are); when
-    none is, the first Coverage names the payer and the match says why it is not in force.
+    Of the Coverages in force on *on*, those with a payer configured here count (another payer's
+    coverage, e.g. a secondary plan, is not this service's to answer for); of those the lowest
+    ``order`` is the primary one. When several tie for first, which one the order falls under cannot
+    be told: nothing is covered until the EHR ranks them (CRD: not-covered, coverage-not-found).
+    When none is in force, the first Coverage names the payer and the match says why it is not.
     """
     coverages = record.coverages()
     if not coverages:
@@ -133,12 +137,18 @@ def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> Paye
         return PayerMatch(config.get(config.default_payer), None, "no-coverage")
     reasons = [not_in_force(c, on) for c in coverages]
     current = sorted((c for c, reason in zip(coverages, reasons) if reason is None), key=_priority)
+    ours = [(c, payer) for c in current if (payer := _payer_of(config, record, c)) is not None]
+    if len(ours) > 1 and _priority(ours[0][0]) == _priority(ours[1][0]):
+        tied = [c for c, _ in ours if _priority(c) == _priority(ours[0][0])]
+        return PayerMatch(ours[0][1], None, "ambiguous-coverage",
+                          f"{len(tied)} Coverages are in force and Coverage.order ranks none of them first")
+    if ours:
+        return PayerMatch(ours[0][1], ours[0][0], "coverage")
     coverage = current[0] if current else coverages[0]
     inactive = None if current else reasons[0]
-    for reference in dicts(coverage.get("payor")):
-        payer = _match(config, reference, record.resolve(reference, coverage))
-        if payer is not None:
-            return PayerMatch(payer, coverage, "inactive-coverage" if inactive else "coverage", inactive)
+    payer = None if current else _payer_of(config, record, coverage)
+    if payer is not None:
+        return PayerMatch(payer, coverage, "inactive-coverage", inactive)
     if config.unknown_payer == "reject":
         raise UnknownPayerError("the Coverage's payor is not a payer this service handles")
     return PayerMatch(config.get(config.default_payer), coverage, "inactive-coverage" if inactive else "unknown-payer",
@@ -149,6 +159,15 @@ def _priority(coverage: dict) -> float:
     """Coverage.order: 1 is the primary coverage; unranked ones come after ranked ones."""
     order = coverage.get("order")
     return order if isinstance(order, int) and not isinstance(order, bool) else float("inf")
+
+
+def _payer_of(config: PayerConfig, record: PatientRecord, coverage: dict) -> Payer | None:
+    """The configured payer a Coverage's payor names, if any."""
+    for reference in dicts(coverage.get("payor")):
+        payer = _match(config, reference, record.resolve(reference, coverage))
+        if payer is not None:
+            return payer
+    return None
 
 
 def _match(config: PayerConfig, reference: dict, organization: dict | None) -> Payer | None:

@@ -172,6 +172,42 @@ def test_the_coverage_in_force_is_the_primary_one(client):
     assert {c["source"]["label"] for c in data["cards"]} == {"Healthy Blue"}
 
 
+def test_another_payers_coverage_in_force_does_not_hide_ours(client):
+    """A secondary plan with a payer not configured here (even ranked first) is not this service's to answer."""
+    body = _payer_body({"display": "Healthy Blue"})
+    other = {"resourceType": "Coverage", "id": "medicare", "status": "active", "order": 1,
+             "beneficiary": {"reference": "Patient/p1"}, "payor": [{"display": "Medicare Part B"}]}
+    body["prefetch"]["coverage"]["entry"].insert(0, {"resource": other})
+    data = client.post(SIGN, json=body).get_json()
+    assert {c["source"]["label"] for c in data["cards"]} == {"Healthy Blue"}
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {"reference": "Coverage/cov"}
+
+
+def test_several_coverages_in_force_none_ranked_first_cover_nothing(client):
+    """CRD: with more than one coverage in force and no way to tell which applies, the answer is not-covered."""
+    body = _payer_body({"display": "Healthy Blue"})
+    twin = {"resourceType": "Coverage", "id": "cov2", "status": "active", "beneficiary": {"reference": "Patient/p1"},
+            "payor": [{"display": "Cohere demo plan"}]}
+    body["prefetch"]["coverage"]["entry"].append({"resource": twin})
+    body["extension"] = {"davinci-crd.requestedVersion": "2.2"}
+    data = client.post(SIGN, json=body).get_json()
+    assert [c["summary"] for c in data["cards"]] == ["CPT 37248: which coverage applies is unclear"]
+    assert "2 Coverages are in force" in data["cards"][0]["detail"]
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "not-covered"
+    assert next(p["valueReference"] for p in parts if p["url"] == "coverage") == {
+        "display": "Several Coverages in force, none ranked primary"}
+    reason = next(p["valueCodeableConcept"] for p in parts if p["url"] == "reason")
+    assert reason["coding"][0]["code"] == "coverage-not-found" and "Coverage.order" in reason["text"]
+    assert not check_response(body, data, "order-sign")
+    # Ranking one first resolves it.
+    twin["order"] = 2
+    next(e["resource"] for e in body["prefetch"]["coverage"]["entry"] if e["resource"]["id"] == "cov")["order"] = 1
+    data = client.post(SIGN, json=body).get_json()
+    assert {c["source"]["label"] for c in data["cards"]} == {"Healthy Blue"}
+
+
 def test_the_two_demo_payers_answer_with_their_own_policies(client):
     cohere = client.post(SIGN, json=_payer_body({"identifier": {"system": "http://example.org/fhir/payer-id",
                                                                  "value": "cohere-demo"}})).get_json()

@@ -344,6 +344,10 @@ def _not_covered_card(evaluations: list[OrderEvaluation], ctx: CardContext) -> d
     if coverage:
         summary = f": {payer} coverage not in force"
         detail = f"{coverage} with {payer} is not in force ({ctx.payer.not_covering}), so {payer} will not cover {codes} under it."
+    elif ctx.payer.basis == "ambiguous-coverage":
+        summary = ": which coverage applies is unclear"
+        detail = (f"{ctx.payer.not_covering}, so which one {codes} would fall under cannot be told. "
+                  "Rank the primary one (Coverage.order) or send only it.")
     else:
         summary = ": no coverage on record"
         detail = f"No coverage ({ctx.payer.not_covering}), so {payer} cannot cover {codes}."

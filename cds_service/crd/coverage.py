@@ -30,7 +30,8 @@ CRD_TEMP = "http://hl7.org/fhir/us/davinci-crd/CodeSystem/temp"
 OUTCOME_EVIDENCE_UNAVAILABLE = "evidence-unavailable"
 #: Why nothing is covered (PayerMatch.basis) -> the stored outcome and CRD 2.2's reason code.
 NOT_COVERING = {"inactive-coverage": ("coverage-inactive", "no-active-coverage"),
-                "coverage-not-found": ("coverage-not-found", "coverage-not-found")}
+                "coverage-not-found": ("coverage-not-found", "coverage-not-found"),
+                "ambiguous-coverage": ("coverage-ambiguous", "coverage-not-found")}
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: s
     if payer.basis in NOT_COVERING:  # CRD: no active coverage is "not-covered" (2.2 codes the reason)
         outcome, code = NOT_COVERING[payer.basis]
         text = (f"{payer.coverage_reference} is not in force: {payer.not_covering}" if payer.coverage_reference
+                else f"Coverage not resolved: {payer.not_covering}" if payer.basis == "ambiguous-coverage"
                 else f"No coverage: {payer.not_covering}")
         return CoverageDecision(assertion_id, outcome, "not-covered",
                                 reasons=(Reason(text, code if version == "2.2" else None),))
@@ -130,7 +132,8 @@ def coverage_extension(decision: CoverageDecision, evaluation: OrderEvaluation, 
     coverage = payer.coverage_reference
     parts: list[dict] = [
         {"url": "coverage", "valueReference": {"reference": coverage} if coverage
-         else {"display": "No active coverage on record"}},
+         else {"display": "Several Coverages in force, none ranked primary" if payer.basis == "ambiguous-coverage"
+               else "No active coverage on record"}},
         {"url": "covered", "valueCode": decision.covered},
     ]
     for url, value in (("pa-needed", decision.pa_needed), ("doc-needed", decision.doc_needed),
