@@ -16,6 +16,7 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import model_validator
 
+from .fhirjson import as_dict
 from .fhirjson import dicts
 from .fhirjson import string
 from .policy.timing import parse_fhir_date
@@ -111,7 +112,7 @@ def not_in_force(coverage: dict, on: date) -> str | None:
     status = coverage.get("status")
     if status is not None and status != "active":
         return f"its status is {status}"
-    period = coverage.get("period") if isinstance(coverage.get("period"), dict) else {}
+    period = as_dict(coverage.get("period"))
     start, end = parse_fhir_date(period.get("start")), parse_fhir_date(period.get("end"))
     if start is not None and on < start:
         return f"its period starts {start.isoformat()}"
@@ -144,11 +145,13 @@ def identify_payer(config: PayerConfig, record: PatientRecord, on: date) -> Paye
                           f"{len(tied)} Coverages are in force and Coverage.order ranks none of them first")
     if ours:
         return PayerMatch(ours[0][1], ours[0][0], "coverage")
-    coverage = current[0] if current else coverages[0]
-    inactive = None if current else reasons[0]
-    payer = None if current else _payer_of(config, record, coverage)
-    if payer is not None:
-        return PayerMatch(payer, coverage, "inactive-coverage", inactive)
+    if current:
+        coverage, inactive = current[0], None
+    else:  # none in force: the first one names the payer, and says why
+        coverage, inactive = coverages[0], reasons[0]
+        payer = _payer_of(config, record, coverage)
+        if payer is not None:
+            return PayerMatch(payer, coverage, "inactive-coverage", inactive)
     if config.unknown_payer == "reject":
         raise UnknownPayerError("the Coverage's payor is not a payer this service handles")
     return PayerMatch(config.get(config.default_payer), coverage, "inactive-coverage" if inactive else "unknown-payer",

@@ -1,6 +1,6 @@
 """Malformed FHIR JSON from a client is read as absent, never a 500.
 
-EHRs and test tools send elements of the wrong JSON type. Nine of the cases below were
+EHRs and test tools send elements of the wrong JSON type. Ten of the cases below were
 500s (TypeError/AttributeError while picking candidates out of the raw JSON) before the
 lenient readers in ``cds_service.fhirjson``; the others are their near relatives. A seeded
 mutation run over our fixtures and recorded real-client requests found them and keeps
@@ -49,6 +49,10 @@ MALFORMED: dict[str, Callable[[dict], Any]] = {
     "order reasonReference is an object with a number": lambda r: _order(r).update(reasonReference={"reference": 5}),
     "order bodySite is a string": lambda r: _order(r).update(bodySite="left iliac vein"),
     "order extension is a string": lambda r: _order(r).update(extension="x"),
+    "order's own coverage-information has a list code": lambda r: _order(r).update(extension=[{
+        "url": "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information",
+        "extension": [{"url": "covered", "valueCode": ["covered"]},
+                      {"url": "coverage", "valueReference": {"reference": ["Coverage/x"]}}]}]),
     "Observation status is a list": lambda r: _first(r, "Observation").update(status=["final"]),
     "DiagnosticReport status is an object": lambda r: _first(r, "DiagnosticReport").update(status={"code": "final"}),
     "Condition coding entries are strings": lambda r: _first(r, "Condition")["code"].update(coding=["I87.1"]),

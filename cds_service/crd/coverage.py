@@ -19,6 +19,7 @@ from ..codes import CPT
 from ..codes import HCPCS
 from ..fhirjson import as_dict
 from ..fhirjson import dicts
+from ..fhirjson import string
 from ..payers import PayerMatch
 from ..policy.engine import OrderEvaluation
 from ..policy.engine import Outcome
@@ -169,8 +170,8 @@ def _essence(extension: dict) -> tuple:
     values = {}
     for part in dicts(extension.get("extension")):
         if part.get("url") in _COMPARED:
-            values.setdefault(part["url"], set()).add(part.get("valueCode") or part.get("valueCanonical"))
-    coverage = next((as_dict(p.get("valueReference")).get("reference") for p in dicts(extension.get("extension"))
+            values.setdefault(part["url"], set()).add(string(part.get("valueCode")) or string(part.get("valueCanonical")))
+    coverage = next((string(as_dict(p.get("valueReference")).get("reference")) for p in dicts(extension.get("extension"))
                      if p.get("url") == "coverage"), None)
     return coverage, tuple(sorted((k, tuple(sorted(map(str, v)))) for k, v in values.items()))
 
