@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 from typing import Literal
 
-import orjson
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
@@ -22,6 +21,9 @@ from pydantic import field_validator
 
 from .errors import BadRequest
 from .fhirjson import string
+from .intake import EvidenceFilter
+from .intake import read_hook_body
+from .intake import read_json_object
 
 
 class _Lenient(BaseModel):
@@ -91,14 +93,8 @@ class HookRequest(_Lenient):
         return (self.extension or {}).get(key)
 
 
-def _parse(model: type[BaseModel], body: bytes, what: str) -> Any:
-    """Parse JSON into *model*; raise BadRequest with one OperationOutcome issue per problem."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+def _validate(model: type[BaseModel], data: dict[str, Any], what: str) -> Any:
+    """Validate JSON against *model*; raise BadRequest with one OperationOutcome issue per problem."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -114,8 +110,9 @@ def _parse(model: type[BaseModel], body: bytes, what: str) -> Any:
         raise BadRequest(f"invalid {what}", issues=issues) from None
 
 
-def parse_hook_request(body: bytes) -> HookRequest:
-    return _parse(HookRequest, body, "CDS Hooks request")
+def parse_hook_request(body: bytes, evidence: EvidenceFilter | None = None) -> HookRequest:
+    """The hook request; with *evidence*, prefetched searchsets hold only what it keeps."""
+    return _validate(HookRequest, read_hook_body(body, evidence), "CDS Hooks request")
 
 
 def _location(loc: tuple) -> str:
@@ -148,7 +145,7 @@ class FeedbackRequest(_Lenient):
 
 
 def parse_feedback(body: bytes) -> FeedbackRequest:
-    return _parse(FeedbackRequest, body, "feedback")
+    return _validate(FeedbackRequest, read_json_object(body), "feedback")
 
 
 _EMPTY = (None, "", [], {})

@@ -65,7 +65,8 @@ _CODE_FILTERS = {
 
 def build_templates(catalog: Catalog) -> tuple[PrefetchTemplate, ...]:
     """The prefetch templates for the loaded policies (called once at start-up)."""
-    filters = _code_filters(catalog)
+    filters = {rtype: f"{_CODE_FILTERS[rtype][0]}={','.join(sorted(f'{s}|{c}' for s, c in codes))}"
+               for rtype, codes in searched_codes(catalog).items()}
     templates = []
     for key, rtype, params, extra_types, always in _DECLARATIONS:
         if rtype == "Patient":
@@ -79,13 +80,19 @@ def build_templates(catalog: Catalog) -> tuple[PrefetchTemplate, ...]:
     return tuple(templates)
 
 
-def _code_filters(catalog: Catalog) -> dict[str, str]:
+def searched_codes(catalog: Catalog) -> dict[str, frozenset[tuple[str, str]]]:
+    """Per code-filtered type, every (canonical system, code) a policy searches it for.
+
+    The templates' code filters, and what hook intake keeps of a prefetch that ignored them
+    (``intake.EvidenceFilter``). A type searched by an ICD-10 range, and every type when a
+    FHIRPath criterion is loaded, has no entry: it is read whole.
+    """
     leaves = [node for policy in catalog.policies for rule in policy.rules
               for root in rule_roots(policy, rule) for node in walk(root, policy) if isinstance(node, Leaf)]
     if any(isinstance(leaf.predicate, FhirPathPredicate) for leaf in leaves):
         return {}  # a FHIRPath criterion may read anything
     filters = {}
-    for rtype, (param, predicate_types) in _CODE_FILTERS.items():
+    for rtype, (_param, predicate_types) in _CODE_FILTERS.items():
         sets = [leaf.predicate.codes for leaf in leaves if isinstance(leaf.predicate, predicate_types)]
         if rtype == "Observation":  # the results a procedure must not predate
             sets += [leaf.predicate.after_latest_result.codes for leaf in leaves
@@ -93,16 +100,10 @@ def _code_filters(catalog: Catalog) -> dict[str, str]:
         if rtype == "Procedure":  # the procedures results are linked to, or must follow
             sets += [codes for leaf in leaves if isinstance(leaf.predicate, ObservationPredicate)
                      for codes in (leaf.predicate.part_of, leaf.predicate.after_latest_procedure) if codes]
-        tokens = _tokens(sets)
-        if tokens:
-            filters[rtype] = f"{param}={','.join(tokens)}"
+        codes = frozenset(pair for s in sets for pair in s.exact)
+        if codes and not any(s.icd_ranges for s in sets):  # ranges cannot be search tokens
+            filters[rtype] = codes
     return filters
-
-
-def _tokens(sets: list[CodeSet]) -> list[str]:
-    if any(s.icd_ranges for s in sets):
-        return []  # ranges cannot be expressed as search tokens
-    return sorted({f"{system}|{code}" for s in sets for system, code in s.exact})
 
 
 def templates_by_key(templates: Iterable[PrefetchTemplate]) -> dict[str, str]:

@@ -78,11 +78,13 @@ def _concept_pairs(resources: list[dict] | tuple[dict, ...], paths: tuple[tuple[
     return pairs
 
 
-_PATHS = {rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in _CODE_PATHS.items()}
+#: The same, split: ("component", "code") is every component's code.
+CODE_PATHS = {rtype: tuple(tuple(p.split(".")) for p in paths) for rtype, paths in _CODE_PATHS.items()}
 
 
 @functools.lru_cache(maxsize=16384)
-def _canonical_key(system: str | None, code: str) -> tuple[str, str]:
+def canonical_key(system: str | None, code: str) -> tuple[str, str]:
+    """(canonical system, normalised code) as CodeSet.exact holds them; cached (a chart repeats its codes)."""
     canonical, normalized = coding_key(system, code)
     return canonical or "", normalized or ""
 
@@ -90,7 +92,7 @@ def _canonical_key(system: str | None, code: str) -> tuple[str, str]:
 def _coding_key(coding: dict) -> tuple[str, str]:
     """(canonical system, normalised code) of an indexed coding, as CodeSet.exact holds them."""
     system = coding.get("system")
-    return _canonical_key(system if isinstance(system, str) else None, coding["code"])
+    return canonical_key(system if isinstance(system, str) else None, coding["code"])
 
 
 # --- spinal levels ------------------------------------------------------------------
@@ -342,7 +344,7 @@ class PatientRecord:
         if rtype in _CODE_REFERENCES:
             pairs = [(resource, concept) for resource in resources for concept in self.concepts_of(resource)]
         else:
-            pairs = _concept_pairs(resources, _PATHS.get(rtype, ()))
+            pairs = _concept_pairs(resources, CODE_PATHS.get(rtype, ()))
         for resource, concept in pairs:
             codings = concept.get("coding")
             if type(codings) is not list:
@@ -375,12 +377,12 @@ class PatientRecord:
     def concepts_of(self, resource: dict) -> list[dict]:
         """The coded concepts that identify *resource* (its own code, or a referenced Device/Medication's)."""
         rtype = resource["resourceType"]
-        concepts = _own_concepts(resource, _PATHS.get(rtype, ()))
+        concepts = _own_concepts(resource, CODE_PATHS.get(rtype, ()))
         if rtype in _CODE_REFERENCES:
             element, target_type = _CODE_REFERENCES[rtype]
             target = self.resolve(resource.get(element), resource)
             if target is not None and target.get("resourceType") == target_type:
-                concepts += _own_concepts(target, _PATHS[target_type])
+                concepts += _own_concepts(target, CODE_PATHS[target_type])
         return concepts
 
     def text_of(self, resource: dict) -> str:
@@ -446,14 +448,10 @@ class PatientRecord:
     def resolve(self, reference: Any, within: dict | None = None) -> dict | None:
         """Resolve a Reference (dict or string): contained '#id', 'Type/id' or an absolute URL."""
         ref = reference.get("reference") if isinstance(reference, dict) else reference
-        if not isinstance(ref, str) or not ref:
-            return None
-        if ref.startswith("#") and within is not None:
-            return next((c for c in dicts(within.get("contained")) if c.get("id") == ref[1:]), None)
-        parts = ref.rstrip("/").split("/")
-        if "_history" in parts:
-            parts = parts[: parts.index("_history")]
-        return self._by_ref.get("/".join(parts[-2:])) if len(parts) >= 2 else None
+        if isinstance(ref, str) and ref.startswith("#"):
+            return next((c for c in dicts(within.get("contained")) if c.get("id") == ref[1:]), None) if within else None
+        key = reference_key(ref)
+        return self._by_ref.get(key) if key else None
 
     def as_bundle(self) -> dict:
         """All resources as one collection Bundle (the FHIRPath escape hatch's input), built once."""
@@ -501,6 +499,16 @@ class PatientRecord:
                 if current is None or (authored or date.min) >= (current.authored or date.min):
                     best[link_id] = Answer(value, reference, authored)
         return best
+
+
+def reference_key(reference: Any) -> str | None:
+    """'Type/id' of a literal reference ('Type/id', an absolute URL, a versioned one); None for others."""
+    if not isinstance(reference, str) or not reference or reference.startswith("#"):
+        return None
+    parts = reference.rstrip("/").split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
 def _answers(items: list[dict]) -> Iterator[tuple[str, Any]]:

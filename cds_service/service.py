@@ -31,6 +31,7 @@ from .errors import ServiceUnavailable
 from .errors import NotFound
 from .fhir.hydrate import Evidence
 from .fhir.hydrate import gather_evidence
+from .intake import EvidenceFilter
 from .payers import PayerMatch
 from .payers import UnknownPayerError
 from .payers import identify_payer
@@ -39,6 +40,7 @@ from .policy.engine import evaluate_order
 from .policy.engine import no_policy
 from .policy.schema import Policy
 from .prefetch import build_templates
+from .prefetch import searched_codes
 from .prefetch import templates_by_key
 from .record import ORDER_CODE_ELEMENTS
 from .record import Order
@@ -80,6 +82,7 @@ class HookService:
         self.store = store
         self.executor = executor
         self.templates = build_templates(catalog)
+        self.evidence_filter = EvidenceFilter(searched_codes(catalog))
 
     def close(self) -> None:
         """Release the database pool and the FHIR query threads."""
@@ -107,7 +110,7 @@ class HookService:
     def call(self, service_id: str, body: bytes, base_url: str) -> dict:
         started = time.monotonic()
         service = self.definition(service_id)
-        request = parse_hook_request(body)
+        request = parse_hook_request(body, self.evidence_filter)
         if request.hook != service.hook:
             # The CDS Hooks Sandbox sends the page's hook, not the service's: route by id.
             log.info("hook %s called with hook=%s; answering as %s", service.id, request.hook, service.hook)

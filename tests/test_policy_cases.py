@@ -10,8 +10,14 @@ from datetime import date
 
 import pytest
 
+import orjson
+
+from cds_service.intake import EvidenceFilter
+from cds_service.intake import read_hook_body
 from cds_service.policy.engine import Outcome
 from cds_service.policy.engine import evaluate_order
+from cds_service.prefetch import searched_codes
+from cds_service.record import PatientRecord
 from tests.support.cases import all_cases
 
 CASES = all_cases()
@@ -40,6 +46,31 @@ def test_policy_case(case, catalog):
     assert sorted(evaluation.failed_ids) == sorted(expect.get("failed", [])), _explain(evaluation)
     met_ids = {f.id for f in evaluation.met}
     assert set(expect.get("met", [])) <= met_ids, _explain(evaluation)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.policy_id}/{c.path.stem}" for c in CASES])
+def test_policy_case_through_intake(case, catalog):
+    """The same evaluation, evidence cited included, when the chart arrives as one prefetched
+    searchset that ignored the templates' code filters and intake drops what no policy searches for."""
+    chart, orders, unavailable = case.chart()
+    body = {"hook": "order-sign", "hookInstance": "case", "context": {
+        "patientId": "p", "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": o.resource} for o in orders]}},
+        "prefetch": {"chart": {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in chart]}}}
+    data = read_hook_body(orjson.dumps(body), EvidenceFilter(searched_codes(catalog)))
+    kept = [entry["resource"] for entry in data["prefetch"]["chart"]["entry"]]
+    payer = case.data.get("payer") or next((p for p in catalog.policy(case.policy_id).payers if p != "*"),
+                                           catalog.payers.default_payer)
+    match = catalog.rule_for(payer, orders[0])
+    if match is None:
+        return
+    whole = evaluate_order(*match, orders[0], PatientRecord(chart, orders, unavailable), date.today())
+    filtered = evaluate_order(*match, orders[0], PatientRecord(kept, orders, unavailable), date.today())
+    assert _answer(filtered) == _answer(whole), _explain(filtered)
+
+
+def _answer(evaluation) -> tuple:
+    return (evaluation.outcome, [(f.id, f.level, f.evidence, f.reason) for f in evaluation.missing + evaluation.failed],
+            [(f.id, f.level, f.evidence) for f in evaluation.met])
 
 
 def _explain(evaluation) -> str:

@@ -37,8 +37,14 @@ class Case:
         return self.data["expect"]
 
     def record_and_order(self) -> tuple[PatientRecord, Order]:
-        """The case's record: its own resources override the bundle's (same type and id), and
-        resource types listed as ``unavailable`` are removed, as when the EHR fails to return them."""
+        """The case's record (see ``chart``) and the order it is about."""
+        chart, orders, unavailable = self.chart()
+        return PatientRecord(chart, orders, unavailable), orders[0]
+
+    def chart(self) -> tuple[list[dict], list[Order], set[str]]:
+        """(resources, orders with the case's first, unavailable types): the case's own resources
+        override the bundle's (same type and id), and resource types listed as ``unavailable``
+        are removed, as when the EHR fails to return them."""
         resources = list(self.data.get("resources", []))
         if "bundle" in self.data:
             resources += bundle_resources(self.data["bundle"])
@@ -52,8 +58,7 @@ class Case:
         orders = [Order.from_resource(order_resource)] + [
             Order.from_resource(r) for r in drafts if r is not order_resource and r.get("id") != order_resource.get("id")
         ]
-        chart = [r for r in resources if not is_draft_order(r)]
-        return PatientRecord(chart, orders, unavailable), orders[0]
+        return [r for r in resources if not is_draft_order(r)], orders, unavailable
 
 
 def all_cases() -> list[Case]:

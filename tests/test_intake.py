@@ -1,0 +1,161 @@
+"""Hook intake: a prefetch that ignored the templates' code filters is cut down to what can be evidence.
+
+What is dropped must be exactly what the template's FHIR search would not have returned; every
+golden case gives the same answer through intake (test_policy_cases.py). Here: the shapes and
+codings a resource can carry its code in, references from the orders, and malformed input.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import orjson
+import pytest
+
+from cds_service.catalog import Catalog
+from cds_service.catalog import bundled_policy_dir
+from cds_service.codes import CPT
+from cds_service.codes import HCPCS
+from cds_service.codes import LOINC
+from cds_service.errors import BadRequest
+from cds_service.intake import EvidenceFilter
+from cds_service.intake import read_hook_body
+from cds_service.prefetch import build_templates
+from cds_service.prefetch import searched_codes
+
+PAIN = (LOINC, "72514-3")
+BLOCK = (CPT, "64493")
+EVIDENCE = EvidenceFilter({"Observation": frozenset({PAIN}), "Procedure": frozenset({BLOCK})})
+
+
+def _observation(oid: str, system: str = LOINC, code: str = "8867-4", **extra) -> dict:
+    return {"resourceType": "Observation", "id": oid, "status": "final",
+            "code": {"coding": [{"system": system, "code": code}]}, **extra}
+
+
+def _request(prefetch: dict, reasons: list[str] = ()) -> bytes:
+    order = {"resourceType": "ServiceRequest", "id": "o1", "status": "draft", "intent": "order",
+             "code": {"coding": [{"system": CPT, "code": "64493"}]},
+             "reasonReference": [{"reference": ref} for ref in reasons]}
+    return orjson.dumps({"hook": "order-sign", "hookInstance": "i", "prefetch": prefetch, "context": {
+        "patientId": "p", "draftOrders": {"resourceType": "Bundle", "entry": [{"resource": order}]}}})
+
+
+def _searchset(*resources) -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
+
+
+def _kept_ids(body: bytes, key: str = "observations") -> list[str]:
+    return [e["resource"]["id"] for e in read_hook_body(body, EVIDENCE)["prefetch"][key]["entry"]]
+
+
+def test_only_resources_with_a_searched_code_are_kept():
+    body = _request({"observations": _searchset(_observation("heart-rate"), _observation("pain", code="72514-3"))})
+    assert _kept_ids(body) == ["pain"]
+
+
+@pytest.mark.parametrize("resource", [
+    _observation("alias", system="http://loinc.org/", code=" 72514-3"),  # system alias, stray space
+    _observation("second-coding", code="8867-4") | {"code": {"coding": [
+        {"system": LOINC, "code": "8867-4"}, {"system": LOINC, "code": "72514-3"}]}},
+    _observation("panel", code="85354-9", component=[{"code": {"coding": [{"system": LOINC, "code": "72514-3"}]}}]),
+], ids=["system-alias", "second-coding", "component"])
+def test_a_code_counts_wherever_the_record_indexes_it(resource):
+    assert _kept_ids(_request({"observations": _searchset(resource)})) == [resource["id"]]
+
+
+def test_a_cpt_code_sent_under_hcpcs_is_the_cpt_code():
+    procedure = {"resourceType": "Procedure", "id": "block", "status": "completed",
+                 "code": {"coding": [{"system": HCPCS, "code": "64493"}]}}
+    assert _kept_ids(_request({"procedures": _searchset(procedure)}), "procedures") == ["block"]
+
+
+def test_what_an_order_gives_as_its_reason_is_kept_whatever_its_code():
+    body = _request({"observations": _searchset(_observation("finding"), _observation("other"))},
+                    reasons=["http://ehr.example.org/fhir/Observation/finding/_history/2"])
+    assert _kept_ids(body) == ["finding"]
+
+
+def test_types_without_a_code_filter_and_everything_else_in_the_bundle_are_untouched():
+    condition = {"resourceType": "Condition", "id": "c", "code": {"text": "back pain"}}
+    bundle = _searchset(condition, _observation("heart-rate")) | {
+        "link": [{"relation": "next", "url": "http://ehr.example.org/fhir/Observation?page=2"}], "total": 2}
+    bundle["entry"] += ["not an entry", {"fullUrl": "urn:uuid:1"}, {"resource": ["not", "a", "resource"]}]
+    prefetch = read_hook_body(_request({"chart": bundle, "patient": {"resourceType": "Patient", "id": "p"}}),
+                              EVIDENCE)["prefetch"]
+    assert prefetch["chart"]["link"] == bundle["link"] and prefetch["chart"]["total"] == 2
+    assert prefetch["chart"]["entry"] == [{"resource": condition}] + bundle["entry"][2:]
+    assert prefetch["patient"] == {"resourceType": "Patient", "id": "p"}
+
+
+@pytest.mark.parametrize("code", [
+    {"coding": "72514-3"}, {"coding": [None, 7, {"code": ["72514-3"]}]}, "72514-3", None,
+])
+def test_malformed_codings_are_dropped_without_error(code):
+    resource = _observation("odd") | {"code": code, "component": {"code": "not a list"}}
+    assert _kept_ids(_request({"observations": _searchset(resource)})) == []
+
+
+@pytest.mark.parametrize("prefetch", [None, [], "text", {"observations": None},
+                                      {"observations": {"resourceType": "Bundle", "entry": {"resource": {}}}}])
+def test_odd_prefetch_shapes_pass_through(prefetch):
+    body = orjson.loads(_request({}))
+    body["prefetch"] = prefetch
+    assert read_hook_body(orjson.dumps(body), EVIDENCE)["prefetch"] == prefetch
+
+
+@pytest.mark.parametrize("body, message", [(b"{", "not valid JSON"), (b"[]", "must be a JSON object")])
+def test_a_body_that_is_not_a_json_object_is_a_bad_request(body, message):
+    with pytest.raises(BadRequest, match=message):
+        read_hook_body(body, EVIDENCE)
+
+
+LINKED = """\
+id: demo
+title: Demo policy
+provenance:
+  publisher: Demo payer
+  document: Demo guideline
+  version: "1"
+  source_file: demo.txt
+payers: [cohere-demo]
+summary: A demo.
+rules:
+  - id: demo-rule
+    title: Demo rule
+    codes: {cpt: ["99999"]}
+    criteria:
+      all_of:
+        - id: relief-after-block
+          text: Relief recorded after the block
+          cite: {section: S, quote: Q}
+          documentation: Pain score linked to the block
+          observation:
+            codes: {loinc: ["72514-3"]}
+            part_of: {cpt: ["64493"]}
+            after_latest_procedure: {cpt: ["64633"]}
+        - id: ablation-after-duplex
+          text: Ablation after the latest duplex
+          cite: {section: S, quote: Q}
+          documentation: Ablation procedure
+          procedure:
+            codes: {cpt: ["36475"]}
+            after_latest_result:
+              codes: {loinc: ["8867-4"]}
+"""
+
+
+def test_codes_searched_only_through_links_between_results_and_procedures_are_kept(tmp_path):
+    """Procedures a result is linked to or must follow, results a procedure must follow: each
+    decides a criterion, so intake (and the FHIR search) must return them."""
+    cards = tmp_path / "cards"
+    (cards / "policies").mkdir(parents=True)
+    for name in ("payers.yaml", "documentation-findings.codesystem.json"):
+        shutil.copy(bundled_policy_dir() / name, cards)
+    (cards / "policies" / "demo.yaml").write_text(LINKED)
+    catalog = Catalog.load(cards)
+    codes = searched_codes(catalog)
+    assert codes["Procedure"] == {(CPT, "64493"), (CPT, "64633"), (CPT, "36475")}
+    assert codes["Observation"] == {(LOINC, "72514-3"), (LOINC, "8867-4")}
+    queries = {t.key: t.query for t in build_templates(catalog)}
+    assert queries["procedures"].endswith(f"code={CPT}|36475,{CPT}|64493,{CPT}|64633")
