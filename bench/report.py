@@ -115,7 +115,7 @@ def _rows(results: dict) -> list[tuple[str, str, str, str]]:
         ("RSS per worker after soak (MB)", "", ", ".join(str(v) for v in rss["after"].values()),
          ", ".join(f"{v:+.1f}%" for v in rss["growth_pct"].values())),
         ("parse floor orjson / json (µs)", "", f"{c['orjson_us']} / {c['json_us']}", ""),
-        ("parse + HookRequest validation (µs)", "", f"{c['parse_hook_request_us']}", ""),
+        ("parse + intake filter + validation (µs)", "", f"{c['parse_hook_request_us']}", ""),
         ("in-process hook, 1 thread (ms)", "", f"{results['in_process']['median_ms']}", ""),
         ("in-process hook, a chart not seen before (ms)", "", f"{results['in_process']['new_chart_median_ms']}", ""),
     ]

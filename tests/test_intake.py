@@ -7,13 +7,10 @@ codings a resource can carry its code in, references from the orders, and malfor
 
 from __future__ import annotations
 
-import shutil
-
 import orjson
 import pytest
 
 from cds_service.catalog import Catalog
-from cds_service.catalog import bundled_policy_dir
 from cds_service.codes import CPT
 from cds_service.codes import HCPCS
 from cds_service.codes import LOINC
@@ -22,6 +19,8 @@ from cds_service.intake import EvidenceFilter
 from cds_service.intake import read_hook_body
 from cds_service.prefetch import build_templates
 from cds_service.prefetch import searched_codes
+from tests.support.policies import DEMO_POLICY_HEAD
+from tests.support.policies import policy_dir
 
 PAIN = (LOINC, "72514-3")
 BLOCK = (CPT, "64493")
@@ -110,22 +109,7 @@ def test_a_body_that_is_not_a_json_object_is_a_bad_request(body, message):
         read_hook_body(body, EVIDENCE)
 
 
-LINKED = """\
-id: demo
-title: Demo policy
-provenance:
-  publisher: Demo payer
-  document: Demo guideline
-  version: "1"
-  source_file: demo.txt
-payers: [cohere-demo]
-summary: A demo.
-rules:
-  - id: demo-rule
-    title: Demo rule
-    codes: {cpt: ["99999"]}
-    criteria:
-      all_of:
+LINKED = DEMO_POLICY_HEAD + """\
         - id: relief-after-block
           text: Relief recorded after the block
           cite: {section: S, quote: Q}
@@ -148,12 +132,7 @@ rules:
 def test_codes_searched_only_through_links_between_results_and_procedures_are_kept(tmp_path):
     """Procedures a result is linked to or must follow, results a procedure must follow: each
     decides a criterion, so intake (and the FHIR search) must return them."""
-    cards = tmp_path / "cards"
-    (cards / "policies").mkdir(parents=True)
-    for name in ("payers.yaml", "documentation-findings.codesystem.json"):
-        shutil.copy(bundled_policy_dir() / name, cards)
-    (cards / "policies" / "demo.yaml").write_text(LINKED)
-    catalog = Catalog.load(cards)
+    catalog = Catalog.load(policy_dir(tmp_path, LINKED))
     codes = searched_codes(catalog)
     assert codes["Procedure"] == {(CPT, "64493"), (CPT, "64633"), (CPT, "36475")}
     assert codes["Observation"] == {(LOINC, "72514-3"), (LOINC, "8867-4")}

@@ -12,23 +12,10 @@ import pytest
 from cds_service.catalog import Catalog
 from cds_service.catalog import bundled_policy_dir
 from cds_service.policy.loader import PolicyError
+from tests.support.policies import DEMO_POLICY_HEAD
+from tests.support.policies import policy_dir as write_policy_dir
 
-VALID = """\
-id: demo
-title: Demo policy
-provenance:
-  publisher: Demo payer
-  document: Demo guideline
-  version: "1"
-  source_file: demo.txt
-payers: [cohere-demo]
-summary: A demo.
-rules:
-  - id: demo-rule
-    title: Demo rule
-    codes: {cpt: ["99999"]}
-    criteria:
-      all_of:
+VALID = DEMO_POLICY_HEAD + """\
         - id: adult
           text: Adult
           cite: {section: S, quote: Q}
@@ -45,13 +32,7 @@ rules:
 
 @pytest.fixture
 def policy_dir(tmp_path) -> Path:
-    bundled = bundled_policy_dir()
-    target = tmp_path / "cards"
-    (target / "policies").mkdir(parents=True)
-    shutil.copy(bundled / "payers.yaml", target)
-    shutil.copy(bundled / "documentation-findings.codesystem.json", target)
-    (target / "policies" / "demo.yaml").write_text(VALID)
-    return target
+    return write_policy_dir(tmp_path, VALID)
 
 
 def _problems(policy_dir: Path) -> str:
