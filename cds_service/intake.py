@@ -6,14 +6,23 @@ Indexing, validating and rendering around them costs more than everything the po
 the rest, so they are dropped on arrival. Nothing is dropped that the template's FHIR search
 would return, so the prefetch and the FHIR-server path see the same evidence (a result coded
 only in a component is kept, though ``code=`` does not search components).
+
+Dropped entries never become Python objects. msgspec reads each prefetched searchset twice
+without building it: once for what decides (each entry's type, id and codes, the codes left as
+raw JSON), once for each entry's raw JSON. Only the entries kept are then parsed. A chart's few
+hundred vital signs repeat a handful of codes, so the verdict on a code is kept per raw code.
+Building and freeing the objects of every vital sign cost more than all the guideline
+evaluation of a request. Whatever cannot be read that way (a searchset with a malformed entry,
+a member a Bundle does not have) is kept whole: keeping more than the search would return never
+changes an answer, dropping what it would return could.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from typing import Mapping
 
+import msgspec
 import orjson
 
 from .errors import BadRequest
@@ -24,8 +33,69 @@ from .record import CODE_PATHS
 from .record import canonical_key
 from .record import reference_key
 
+UNSET = msgspec.UNSET
 
-@dataclass(frozen=True)
+
+class _Coded(msgspec.Struct):
+    code: msgspec.Raw = None
+
+
+class _ResourceHead(msgspec.Struct):
+    """What decides whether a resource is kept: its type and id, and its codes (CODE_PATHS) unread."""
+
+    resourceType: str | None = None
+    id: str | None = None
+    code: msgspec.Raw = None
+    component: list[_Coded] = []
+    type: msgspec.Raw = None
+
+
+class _EntryHead(msgspec.Struct):
+    resource: _ResourceHead | None = None
+
+
+class _SearchsetHeads(msgspec.Struct):
+    resourceType: Any = None
+    entry: list[_EntryHead] | msgspec.UnsetType = UNSET
+
+
+class _Searchset(msgspec.Struct, forbid_unknown_fields=True):
+    """A FHIR R4 Bundle with each entry as raw JSON (the members of an R4 Bundle, no others)."""
+
+    resourceType: Any = UNSET
+    id: Any = UNSET
+    meta: Any = UNSET
+    implicitRules: Any = UNSET
+    language: Any = UNSET
+    identifier: Any = UNSET
+    type: Any = UNSET
+    timestamp: Any = UNSET
+    total: Any = UNSET
+    link: Any = UNSET
+    entry: list[msgspec.Raw] = []
+    signature: Any = UNSET
+
+
+class _HookBody(msgspec.Struct):
+    """A CDS Hooks request, prefetch values unread (other members are ignored, as HookRequest does)."""
+
+    hook: Any = UNSET
+    hookInstance: Any = UNSET
+    fhirServer: Any = UNSET
+    fhirAuthorization: Any = UNSET
+    context: Any = UNSET
+    prefetch: dict[str, msgspec.Raw] | None | msgspec.UnsetType = UNSET
+    extension: Any = UNSET
+
+
+_READ_BODY = msgspec.json.Decoder(_HookBody).decode
+_READ_HEADS = msgspec.json.Decoder(_SearchsetHeads).decode
+_READ_SEARCHSET = msgspec.json.Decoder(_Searchset).decode
+#: The CODE_PATHS a _ResourceHead holds.
+_HEAD_PATHS = {("code", None), ("component", "code"), ("type", None)}
+_MAX_VERDICTS = 4096
+
+
 class EvidenceFilter:
     """Which prefetched resources can be evidence.
 
@@ -35,30 +105,51 @@ class EvidenceFilter:
     reason reference); resources of every other type are kept.
     """
 
-    codes: Mapping[str, frozenset[tuple[str, str]]]
+    def __init__(self, codes: Mapping[str, frozenset[tuple[str, str]]]):
+        self.codes = dict(codes)
+        self._paths = {rtype: tuple((path[0], path[1] if len(path) > 1 else None) for path in CODE_PATHS[rtype])
+                       for rtype in self.codes}
+        unread = {rtype: paths for rtype, paths in self._paths.items() if not set(paths) <= _HEAD_PATHS}
+        if unread:
+            raise ValueError(f"intake cannot read the codes of {unread}: add them to _ResourceHead")
+        #: per type, raw CodeableConcept -> whether it has a searched coding (a chart repeats a few codes)
+        self._verdicts: dict[str, dict[bytes, bool]] = {rtype: {} for rtype in self.codes}
 
-    def keeps(self, resource: Any, referenced: frozenset[str]) -> bool:
-        """Whether *resource* stays (*referenced*: 'Type/id' the draft orders refer to)."""
-        if type(resource) is not dict:
-            return True  # not a resource: left for lenient reading downstream to ignore
-        rtype = resource.get("resourceType")
-        wanted = self.codes.get(rtype) if type(rtype) is str else None
-        if wanted is None or (referenced and f"{rtype}/{resource.get('id')}" in referenced):
+    def keeps(self, head: _ResourceHead | None, referenced: Mapping[str, frozenset]) -> bool:
+        """Whether the resource *head* describes stays (*referenced*: type -> ids the draft orders refer to)."""
+        if head is None:
+            return True  # an entry without a resource: left for lenient reading downstream to ignore
+        rtype = head.resourceType
+        paths = self._paths.get(rtype)
+        if paths is None:
             return True
-        # The shapes PatientRecord indexes (record._concept_pairs): this runs on every vital sign.
-        for path in CODE_PATHS[rtype]:
-            if len(path) == 1:
-                concepts = [resource.get(path[0])]
-            else:
-                items = resource.get(path[0])
-                concepts = [item.get(path[1]) for item in items if type(item) is dict] if type(items) is list else []
-            for concept in concepts:
-                codings = concept.get("coding") if type(concept) is dict else None
-                for coding in codings if type(codings) is list else ():
-                    code = coding.get("code") if type(coding) is dict else None
-                    if type(code) is str and code and canonical_key(string(coding.get("system")), code) in wanted:
-                        return True
-        return False
+        for element, inner in paths:  # the shapes PatientRecord indexes (record._concept_pairs)
+            value = getattr(head, element)
+            if inner is None:
+                if value is not None and self._wanted(rtype, value):
+                    return True
+                continue
+            for item in value:
+                concept = getattr(item, inner)
+                if concept is not None and self._wanted(rtype, concept):
+                    return True
+        return head.id in referenced.get(rtype, ())
+
+    def _wanted(self, rtype: str, concept: msgspec.Raw) -> bool:
+        """Whether a CodeableConcept (raw JSON) has a coding *rtype* is searched for."""
+        verdicts = self._verdicts[rtype]
+        key = bytes(concept)
+        verdict = verdicts.get(key)
+        if verdict is None:
+            if len(verdicts) >= _MAX_VERDICTS:
+                verdicts.clear()
+            value = orjson.loads(key)
+            wanted = self.codes[rtype]
+            verdict = verdicts[key] = any(
+                type(code := coding.get("code")) is str and code
+                and canonical_key(string(coding.get("system")), code) in wanted
+                for coding in (dicts(value.get("coding")) if type(value) is dict else ()))
+        return verdict
 
 
 def read_json_object(body: bytes) -> dict[str, Any]:
@@ -74,26 +165,48 @@ def read_json_object(body: bytes) -> dict[str, Any]:
 
 def read_hook_body(body: bytes, evidence: EvidenceFilter | None) -> dict[str, Any]:
     """The hook request, its prefetched searchsets holding only what *evidence* keeps."""
-    data = read_json_object(body)
+    if evidence is None:
+        return read_json_object(body)
+    try:
+        data = _members(_READ_BODY(body))
+    except msgspec.MsgspecError:
+        # Not JSON, not an object, or a prefetch that is not an object: read whole, or said what is wrong.
+        return read_json_object(body)
     prefetch = data.get("prefetch")
-    if evidence is not None and type(prefetch) is dict:
+    if prefetch:
         referenced = _order_references(data)
-        data["prefetch"] = {key: _filtered(value, evidence, referenced) for key, value in prefetch.items()}
+        data["prefetch"] = {key: _prefetch_value(raw, evidence, referenced) for key, raw in prefetch.items()}
     return data
 
 
-def _filtered(value: Any, evidence: EvidenceFilter, referenced: frozenset[str]) -> Any:
+def _prefetch_value(raw: msgspec.Raw, evidence: EvidenceFilter, referenced: Mapping[str, frozenset]) -> Any:
     """A prefetch value; a searchset's entries only where *evidence* keeps their resource."""
-    if type(value) is not dict or value.get("resourceType") != "Bundle" or type(value.get("entry")) is not list:
-        return value
-    kept = [entry for entry in value["entry"]
-            if type(entry) is not dict or evidence.keeps(entry.get("resource"), referenced)]
-    return value if len(kept) == len(value["entry"]) else value | {"entry": kept}
+    try:
+        heads = _READ_HEADS(raw)
+        if heads.resourceType == "Bundle" and heads.entry is not UNSET:
+            searchset = _READ_SEARCHSET(raw)
+            value = _members(searchset)
+            value["entry"] = [orjson.loads(memoryview(entry)) for entry, head in zip(searchset.entry, heads.entry)
+                              if evidence.keeps(head.resource, referenced)]
+            return value
+    except msgspec.ValidationError:
+        pass  # a single resource, or a searchset not read entry by entry: kept whole
+    return orjson.loads(memoryview(raw))
 
 
-def _order_references(data: dict[str, Any]) -> frozenset[str]:
-    """'Type/id' of the resources the draft orders give as their reasons."""
+def _order_references(data: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Per resource type, the ids of the resources the draft orders give as their reasons."""
     entries = dicts(as_dict(as_dict(data.get("context")).get("draftOrders")).get("entry"))
     orders = [as_dict(entry.get("resource")) for entry in entries]
-    return frozenset(key for order in orders for ref in dicts(order.get("reasonReference"))
-                     if (key := reference_key(ref.get("reference"))))
+    keys = [key for order in orders for ref in dicts(order.get("reasonReference"))
+            if (key := reference_key(ref.get("reference")))]
+    by_type: dict[str, set[str]] = {}
+    for key in keys:
+        rtype, rid = key.split("/")
+        by_type.setdefault(rtype, set()).add(rid)
+    return {rtype: frozenset(ids) for rtype, ids in by_type.items()}
+
+
+def _members(struct: msgspec.Struct) -> dict[str, Any]:
+    """The members a decoded Struct found in the JSON, as a dict."""
+    return {name: value for name in struct.__struct_fields__ if (value := getattr(struct, name)) is not UNSET}

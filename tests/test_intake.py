@@ -77,21 +77,40 @@ def test_what_an_order_gives_as_its_reason_is_kept_whatever_its_code():
 
 def test_types_without_a_code_filter_and_everything_else_in_the_bundle_are_untouched():
     condition = {"resourceType": "Condition", "id": "c", "code": {"text": "back pain"}}
-    bundle = _searchset(condition, _observation("heart-rate")) | {
-        "link": [{"relation": "next", "url": "http://ehr.example.org/fhir/Observation?page=2"}], "total": 2}
-    bundle["entry"] += ["not an entry", {"fullUrl": "urn:uuid:1"}, {"resource": ["not", "a", "resource"]}]
+    bundle = _searchset(condition, _observation("heart-rate"), _observation("pain", code="72514-3")) | {
+        "id": "page-1", "meta": {"lastUpdated": "2026-11-01T00:00:00Z"}, "total": 4,
+        "link": [{"relation": "next", "url": "http://ehr.example.org/fhir/Observation?page=2"}]}
+    bundle["entry"].append({"fullUrl": "urn:uuid:1"})
+    bundle["entry"][0]["fullUrl"] = "http://ehr.example.org/fhir/Condition/c"
+    bundle["entry"][2]["search"] = {"mode": "match"}
     prefetch = read_hook_body(_request({"chart": bundle, "patient": {"resourceType": "Patient", "id": "p"}}),
                               EVIDENCE)["prefetch"]
-    assert prefetch["chart"]["link"] == bundle["link"] and prefetch["chart"]["total"] == 2
-    assert prefetch["chart"]["entry"] == [{"resource": condition}] + bundle["entry"][2:]
+    assert prefetch["chart"] == bundle | {"entry": [bundle["entry"][0], bundle["entry"][2], bundle["entry"][3]]}
     assert prefetch["patient"] == {"resourceType": "Patient", "id": "p"}
+
+
+@pytest.mark.parametrize("odd", [
+    "not an entry", {"resource": ["not", "a", "resource"]},
+    {"resource": _observation("x") | {"component": {"code": "not a list"}}},
+    {"resource": _observation("x") | {"resourceType": 12}}, {"resource": _observation("x") | {"id": ["x"]}},
+], ids=["entry", "resource", "component", "type", "id"])
+def test_a_searchset_whose_entries_cannot_be_read_is_kept_whole(odd):
+    """Keeping more than the search would return changes no answer; the record reads leniently."""
+    bundle = _searchset(_observation("heart-rate"))
+    bundle["entry"].append(odd)
+    assert read_hook_body(_request({"observations": bundle}), EVIDENCE)["prefetch"]["observations"] == bundle
+
+
+def test_a_member_a_bundle_does_not_have_keeps_it_whole():
+    bundle = _searchset(_observation("heart-rate")) | {"vendorExtra": True}
+    assert read_hook_body(_request({"observations": bundle}), EVIDENCE)["prefetch"]["observations"] == bundle
 
 
 @pytest.mark.parametrize("code", [
     {"coding": "72514-3"}, {"coding": [None, 7, {"code": ["72514-3"]}]}, "72514-3", None,
 ])
 def test_malformed_codings_are_dropped_without_error(code):
-    resource = _observation("odd") | {"code": code, "component": {"code": "not a list"}}
+    resource = _observation("odd") | {"code": code}
     assert _kept_ids(_request({"observations": _searchset(resource)})) == []
 
 
@@ -138,3 +157,25 @@ def test_codes_searched_only_through_links_between_results_and_procedures_are_ke
     assert codes["Observation"] == {(LOINC, "72514-3"), (LOINC, "8867-4")}
     queries = {t.key: t.query for t in build_templates(catalog)}
     assert queries["procedures"].endswith(f"code={CPT}|36475,{CPT}|64493,{CPT}|64633")
+
+
+def test_the_verdicts_remembered_per_code_are_bounded_and_per_type(monkeypatch):
+    """A long-running worker meets endless distinct codes: what it remembers stays bounded. The same
+    code is wanted for one type and not another."""
+    monkeypatch.setattr("cds_service.intake._MAX_VERDICTS", 2)
+    heart_rate = (LOINC, "8867-4")
+    evidence = EvidenceFilter({"Observation": frozenset({PAIN}), "Procedure": frozenset({heart_rate})})
+    observations = [_observation(f"o{i}", code=f"{i}-{i}") for i in range(5)] + [
+        _observation("pain", code="72514-3"), _observation("heart-rate")]
+    procedure = {"resourceType": "Procedure", "id": "proc", "code": _observation("p")["code"]}
+    body = _request({"observations": _searchset(*observations), "procedures": _searchset(procedure)})
+    for _ in range(2):
+        prefetch = read_hook_body(body, evidence)["prefetch"]
+        assert [e["resource"]["id"] for e in prefetch["observations"]["entry"]] == ["pain"]
+        assert [e["resource"]["id"] for e in prefetch["procedures"]["entry"]] == ["proc"]
+    assert all(len(verdicts) <= 2 for verdicts in evidence._verdicts.values())
+
+
+def test_a_filter_on_codes_intake_cannot_read_fails_at_start_up():
+    with pytest.raises(ValueError, match="AllergyIntolerance"):
+        EvidenceFilter({"AllergyIntolerance": frozenset({PAIN})})
