@@ -94,6 +94,8 @@ _READ_SEARCHSET = msgspec.json.Decoder(_Searchset).decode
 #: The CODE_PATHS a _ResourceHead holds.
 _HEAD_PATHS = {("code", None), ("component", "code"), ("type", None)}
 _MAX_VERDICTS = 4096
+#: What reading a body lazily raises on input orjson reads, or rejects with a message (then a 400).
+_UNREADABLE = (msgspec.MsgspecError, orjson.JSONDecodeError, RecursionError, UnicodeDecodeError)
 
 
 class EvidenceFilter:
@@ -165,13 +167,17 @@ def read_json_object(body: bytes) -> dict[str, Any]:
 
 def read_hook_body(body: bytes, evidence: EvidenceFilter | None) -> dict[str, Any]:
     """The hook request, its prefetched searchsets holding only what *evidence* keeps."""
-    if evidence is None:
-        return read_json_object(body)
-    try:
-        data = _members(_READ_BODY(body))
-    except msgspec.MsgspecError:
-        # Not JSON, not an object, or a prefetch that is not an object: read whole, or said what is wrong.
-        return read_json_object(body)
+    if evidence is not None:
+        try:
+            return _read_filtered(body, evidence)
+        except _UNREADABLE:
+            pass  # not JSON, too deep, not an object, a prefetch that is not one: read whole, or said what is wrong
+    return read_json_object(body)
+
+
+
+def _read_filtered(body: bytes, evidence: EvidenceFilter) -> dict[str, Any]:
+    data = _members(_READ_BODY(body))
     prefetch = data.get("prefetch")
     if prefetch:
         referenced = _order_references(data)

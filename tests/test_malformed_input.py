@@ -14,6 +14,7 @@ import random
 from typing import Any
 from typing import Callable
 
+import orjson
 import pytest
 
 from tests.conftest import FIXTURES
@@ -130,3 +131,25 @@ def test_mutated_requests_never_get_a_server_error(client):
         response = client.post(path, json=document)
         assert response.status_code in (200, 400, 412), (attempt, response.status_code, response.get_data(as_text=True))
         assert response.is_json, attempt
+
+
+def _with_raw_in_prefetch(fragment: bytes) -> bytes:
+    """The MBB fixture request with *fragment* as a kept observation's value, spliced in as raw bytes
+    (what a JSON encoder could not produce: deep nesting, invalid UTF-8)."""
+    request = load_json(REQUESTS / "mbb-meets.order-sign.json")
+    observation = _first(request, "Observation")
+    observation["valueString"] = "@@RAW@@"
+    return orjson.dumps(request).replace(b'"@@RAW@@"', fragment)
+
+
+@pytest.mark.parametrize("body", [
+    _with_raw_in_prefetch(b"[" * 5000 + b"]" * 5000),
+    _with_raw_in_prefetch(b'"\xff"'),
+    orjson.dumps({"hook": "order-sign"}).replace(b"}", b',"context":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+    b'{"hook": "\xff"}',
+], ids=["deep-in-prefetch", "utf8-in-prefetch", "deep-in-context", "utf8-at-top"])
+def test_json_no_parser_accepts_is_a_bad_request(client, body):
+    """Nesting deeper than the parsers allow and bytes that are not UTF-8: 400 with an OperationOutcome."""
+    response = client.post(SIGN, data=body, content_type="application/json")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["resourceType"] == "OperationOutcome"
