@@ -402,7 +402,7 @@ class PatientRecord:
         return self._by_type.get(resource_type, [])
 
     def find(self, resource_type: str, codes: CodeSet) -> list[dict]:
-        """Resources of *resource_type* carrying any code in *codes* (ICD prefixes and ranges too).
+        """Resources of *resource_type* carrying any code in *codes* (ICD prefixes and ranges too), in record order.
 
         Answers are kept for the request: the same criterion is asked again per level and per order.
         """
@@ -410,11 +410,11 @@ class PatientRecord:
         found = self._found.get(key)
         if found is None:
             index = self._index(resource_type)
-            hits: dict[int, dict] = {}
+            hits: set[int] = set()
             for exact in codes.exact:
                 for resource, coding in index.get(loose_code(exact[1]), ()):
                     if _coding_key(coding) == exact:
-                        hits.setdefault(id(resource), resource)
+                        hits.add(id(resource))
             for icd in codes.icd_ranges:
                 table = self._icd_prefixes(resource_type, len(icd.low))
                 entries = table.get(icd.low, ()) if icd.low == icd.high else \
@@ -422,8 +422,10 @@ class PatientRecord:
                 for resource, coding in entries:
                     system, code = _coding_key(coding)
                     if system == ICD10CM and icd.contains(code):
-                        hits.setdefault(id(resource), resource)
-            found = self._found[key] = (codes, list(hits.values()))  # codes kept: its id stays unique
+                        hits.add(id(resource))
+            # In record order: a set of codes iterates in an order that changes with the process's hash seed.
+            in_order = [resource for resource in self._by_type.get(resource_type, ()) if id(resource) in hits]
+            found = self._found[key] = (codes, in_order)  # codes kept: its id stays unique
         return list(found[1])
 
     def mentioning(self, resource_type: str, words: tuple[str, ...]) -> list[dict]:

@@ -59,3 +59,19 @@ def test_a_cpt_code_sent_as_hcpcs_level_one_is_the_cpt_code() -> None:
     assert refs(record.find("Procedure", compile_codes({"cpt": ["37238"]}))) == {"Procedure/p"}
     assert refs(record.find("Procedure", compile_codes({"hcpcs": ["E0250"]}))) == {"Procedure/q"}
     assert refs(record.find("Procedure", compile_codes({"hcpcs": ["A6530"]}))) == set()
+
+
+def _procedure(rid: str, cpt: str) -> dict:
+    return {"resourceType": "Procedure", "id": rid, "status": "completed",
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": cpt}]}}
+
+
+def test_found_resources_come_in_record_order_whatever_the_code_sets_hash_order() -> None:
+    """Cards cite evidence in this order: it must not change with the process's hash seed."""
+    cpts = ["97110", "97161", "97530", "97112", "97140", "97162", "97163", "97116"]
+    record = PatientRecord([_procedure(f"p{i}", cpt) for i, cpt in enumerate(cpts)])
+    in_record_order = [f"p{i}" for i in range(len(cpts))]
+    # more criterion codes than codes on record, and fewer: both ways of walking the index
+    many = compile_codes({"cpt": cpts + ["97750", "97535"]})
+    assert [r["id"] for r in record.find("Procedure", many)] == in_record_order
+    assert [r["id"] for r in record.find("Procedure", compile_codes({"cpt": cpts[::-2]}))] == in_record_order[1::2]
