@@ -71,7 +71,7 @@ def test_found_resources_come_in_record_order_whatever_the_code_sets_hash_order(
     cpts = ["97110", "97161", "97530", "97112", "97140", "97162", "97163", "97116"]
     record = PatientRecord([_procedure(f"p{i}", cpt) for i, cpt in enumerate(cpts)])
     in_record_order = [f"p{i}" for i in range(len(cpts))]
-    # more criterion codes than codes on record, and fewer: both ways of walking the index
+    # criterion codes in another order than the record's, with and without codes the record lacks
     many = compile_codes({"cpt": cpts + ["97750", "97535"]})
     assert [r["id"] for r in record.find("Procedure", many)] == in_record_order
     assert [r["id"] for r in record.find("Procedure", compile_codes({"cpt": cpts[::-2]}))] == in_record_order[1::2]
