@@ -213,6 +213,34 @@ def test_a_procedure_before_the_latest_result_it_should_have_settled_does_not_co
     assert outcome([], unavailable=("Observation",)).outcome is Outcome.NOT_MEDICALLY_NECESSARY  # none on record
 
 
+def test_results_before_the_latest_procedure_at_the_level_do_not_count():
+    order = Order.from_resource({**ORDER.resource, "bodySite": [{"text": "L4-L5"}]})
+    films = {"resourceType": "Observation", "id": "ob", "status": "final", "subject": {"reference": "Patient/p"},
+             "effectiveDateTime": "2026-01-12", "bodySite": {"text": "L4-L5"}, "valueBoolean": True,
+             "code": {"coding": [{"system": PROJECT_FINDINGS, "code": "leaf-1"}]}}
+
+    def fusion(site: str | None) -> dict:
+        return {"resourceType": "Procedure", "id": "pr", "status": "completed", "subject": {"reference": "Patient/p"},
+                "performedDateTime": "2026-03-10", "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt",
+                                                                       "code": "22633"}]},
+                **({"bodySite": [{"text": site}]} if site else {})}
+
+    p = policy({"id": "each-level", "text": "t", "cite": CITE, "documentation": "d", "per_level": {
+        "id": "current-films", "text": "t", "cite": CITE, "documentation": "d",
+        "observation": {"codes": {"finding": ["leaf-1"]}, "value_boolean": True, "within": "1 year", "at_level": True,
+                        "after_latest_procedure": {"cpt": ["22633"]}}}})
+
+    def outcome(resources: list[dict]) -> Outcome:
+        return evaluate_order(p, p.rules[0], order, PatientRecord(resources, [order]), date(2026, 11, 21)).outcome
+
+    assert outcome([films]) is Outcome.MEETS_CRITERIA
+    assert outcome([films, fusion("L4-L5")]) is Outcome.DOCUMENTATION_NEEDED  # the films show what it fused
+    assert outcome([films, fusion("L3-S1")]) is Outcome.DOCUMENTATION_NEEDED  # a range naming the level
+    assert outcome([films, fusion("L2-L3")]) is Outcome.MEETS_CRITERIA  # another level: still current here
+    assert outcome([films, fusion(None)]) is Outcome.DOCUMENTATION_NEEDED  # level not named: may have been this one
+    assert outcome([{**films, "effectiveDateTime": "2026-04-01"}, fusion("L4-L5")]) is Outcome.MEETS_CRITERIA
+
+
 def test_pure_core_imports_neither_flask_nor_requests():
     code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
             "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "

@@ -269,15 +269,22 @@ def _performed(procedure: dict, as_of: date) -> tuple[date | None, date | None]:
                    procedure.get("performedPeriod"), as_of, procedure.get("status") == "in-progress")
 
 
-def _latest_procedure(ctx: Context, codes: CodeSet) -> date | None:
-    """The last day of the latest completed Procedure with *codes*, if any."""
-    days = [_performed(r, ctx.as_of)[1] for r in ctx.record.find("Procedure", codes) if r.get("status") == "completed"]
+def _latest_procedure(ctx: Context, codes: CodeSet, at_level: bool = False) -> date | None:
+    """The last day of the latest completed Procedure with *codes*, if any. With *at_level*, one
+    naming other spinal levels only does not count (one naming no level may have been at this one)."""
+    days = [_performed(r, ctx.as_of)[1] for r in ctx.record.find("Procedure", codes) if r.get("status") == "completed"
+            and (not at_level or _names_level_or_none(ctx, dicts(r.get("bodySite"))))]
     return max((d for d in days if d is not None), default=None)
+
+
+def _names_level_or_none(ctx: Context, body_sites: list[dict]) -> bool:
+    levels, vertebrae = body_site_levels(body_sites)
+    return not (levels or vertebrae) or _at_site(ctx, body_sites, None, True)
 
 
 def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
-    treated = _latest_procedure(ctx, p.after_latest_procedure) if p.after_latest_procedure else None
+    treated = _latest_procedure(ctx, p.after_latest_procedure, p.at_level) if p.after_latest_procedure else None
     if treated is not None and (start is None or treated > start):
         start = treated  # results before the treatment describe what it treated
     dated: list[tuple[date, dict]] = []

@@ -172,7 +172,8 @@ class ObservationPredicate(_Predicate):
     #: "findings correlate with the imaging"), one naming sites only for those.
     unsited_is_every_level: bool = False
     #: Results dated before the latest completed Procedure with these codes do not count: a
-    #: "serial" duplex must follow the treatment it assesses.
+    #: "serial" duplex must follow the treatment it assesses. With ``at_level``, a Procedure naming
+    #: only other spinal levels does not count (films before a fusion at L4-L5 are stale there, not at L2-L3).
     after_latest_procedure: Codes | None = None
     #: The value is how long something had lasted when it was recorded (pain for 2 months):
     #: it has kept growing, so the time from the result to the order is added before comparing.
