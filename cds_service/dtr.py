@@ -15,14 +15,8 @@ from .codes import PROJECT_BASE
 from .policy.engine import questionnaire_url
 from .policy.loader import rule_roots
 from .policy.loader import walk
-from .policy.schema import AgePredicate
 from .policy.schema import Leaf
-from .policy.schema import OrderPredicate
-from .policy.schema import OrderReasonPredicate
 from .policy.schema import Policy
-
-_NOT_ASKED = (AgePredicate, OrderPredicate, OrderReasonPredicate)
-
 
 def criteria_system(policy: Policy) -> str:
     return f"{PROJECT_BASE}/CodeSystem/{policy.id}-criteria"
@@ -35,8 +29,7 @@ def askable(policy: Policy) -> Iterator[tuple[str, list[Leaf]]]:
         leaves = []
         for root in rule_roots(policy, rule):
             for node in walk(root, policy):
-                if isinstance(node, Leaf) and node.ask and not isinstance(node.predicate, _NOT_ASKED) \
-                        and node.id not in seen:
+                if isinstance(node, Leaf) and node.asked and node.id not in seen:
                     seen.add(node.id)
                     leaves.append(node)
         if leaves:

@@ -241,6 +241,23 @@ def test_results_before_the_latest_procedure_at_the_level_do_not_count():
     assert outcome([{**films, "effectiveDateTime": "2026-04-01"}, fusion("L4-L5")]) is Outcome.MEETS_CRITERIA
 
 
+def test_a_review_criterion_is_never_decided_by_the_record_or_the_form():
+    """What a guideline leaves to individual review stays open: no record entry meets it, and the
+    ordering clinician's "yes" on the documentation form (answered by criterion id) is not that review."""
+    p = policy({"any_of": [leaf(1), {"id": "individual-review", "text": "t", "cite": CITE, "documentation": "d",
+                                     "review": {}}], "text": "adult or reviewed"})
+    answered = {"resourceType": "QuestionnaireResponse", "id": "qr", "status": "completed",
+                "questionnaire": "http://example.org/fhir/cds-prior-auth/Questionnaire/test-policy",
+                "authored": "2026-11-01", "subject": {"reference": "Patient/p"},
+                "item": [{"linkId": "individual-review", "answer": [{"valueBoolean": True}]}]}
+    chart = PatientRecord([answered], [ORDER])
+    evaluation = evaluate_order(p, p.rules[0], ORDER, chart, date(2026, 11, 21))
+    assert evaluation.outcome is Outcome.DOCUMENTATION_NEEDED
+    assert [a.id for a in evaluation.missing[0].alternatives] == ["leaf-1", "individual-review"]
+    assert run({"any_of": [leaf(1), {"id": "individual-review", "text": "t", "cite": CITE, "documentation": "d",
+                                     "review": {}}], "text": "t"}, {1: "met"}).outcome is Outcome.MEETS_CRITERIA
+
+
 def test_pure_core_imports_neither_flask_nor_requests():
     code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
             "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "

@@ -179,3 +179,12 @@ def test_the_verdicts_remembered_per_code_are_bounded_and_per_type(monkeypatch):
 def test_a_filter_on_codes_intake_cannot_read_fails_at_start_up():
     with pytest.raises(ValueError, match="AllergyIntolerance"):
         EvidenceFilter({"AllergyIntolerance": frozenset({PAIN})})
+
+
+def test_the_bundled_policies_keep_the_prefetch_code_filters(catalog):
+    """A criterion that may read anything (FHIRPath) switches the filters off for every policy: the
+    prefetch then asks for whole charts and intake keeps every vital sign. The bundled policies hold none."""
+    codes = searched_codes(catalog)
+    assert {"Observation", "Procedure", "DiagnosticReport"} <= set(codes)
+    queries = {t.key: t.query for t in build_templates(catalog)}
+    assert "code=" in queries["observations"] and "code=" in queries["procedures"]

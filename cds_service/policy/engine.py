@@ -173,7 +173,7 @@ class _Evaluator:
     def _leaf(self, leaf: Leaf) -> NodeResult:
         outcome = EVALUATORS[type(leaf.predicate)](leaf.predicate, self.ctx)
         if outcome.status is Status.UNDOCUMENTED:
-            answer = self.answers.get(leaf.id) if leaf.ask else None
+            answer = self.answers.get(leaf.id) if leaf.asked else None
             unavailable = self.ctx.record.unavailable.intersection(deciding_resources(leaf.predicate))
             if answer is not None and isinstance(answer.value, bool):
                 outcome = LeafOutcome(Status.MET if answer.value else Status.NOT_MET, (answer.reference,),

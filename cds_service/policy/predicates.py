@@ -38,6 +38,7 @@ from .schema import OrderReasonPredicate
 from .schema import ProcedurePredicate
 from .schema import QuestionnairePredicate
 from .schema import ReportPredicate
+from .schema import ReviewPredicate
 from .timing import Duration
 from .timing import age_on
 from .timing import parse_fhir_date
@@ -566,6 +567,10 @@ def fhirpath(p: FhirPathPredicate, ctx: Context) -> LeafOutcome:
     return LeafOutcome(Status.MET)
 
 
+def review(p: ReviewPredicate, ctx: Context) -> LeafOutcome:
+    return _undocumented("decided by individual review, not from the record")
+
+
 EVALUATORS: dict[type, Callable[[Any, Context], LeafOutcome]] = {
     AgePredicate: age,
     ConditionPredicate: condition,
@@ -579,4 +584,5 @@ EVALUATORS: dict[type, Callable[[Any, Context], LeafOutcome]] = {
     OrderPredicate: order,
     OrderReasonPredicate: order_reason,
     FhirPathPredicate: fhirpath,
+    ReviewPredicate: review,
 }

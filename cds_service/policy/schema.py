@@ -316,6 +316,16 @@ class FhirPathPredicate(_Predicate):
         return compile_fhirpath(str(value))
 
 
+class ReviewPredicate(_Predicate):
+    """Only an individual (medical-director) review decides: nothing on record meets or refutes it.
+
+    For what a guideline leaves to case-by-case review, e.g. a population it names but gives no
+    criteria for. Never asked on the documentation form: the ordering clinician's "yes" is not that review.
+    """
+
+    kind: Literal["review"] = Field("review", alias="__kind", exclude=True)
+
+
 #: The closed vocabulary: predicate key in a policy file -> its model.
 PREDICATES: dict[str, type[_Strict]] = {
     "age": AgePredicate,
@@ -330,7 +340,11 @@ PREDICATES: dict[str, type[_Strict]] = {
     "order": OrderPredicate,
     "order_reason": OrderReasonPredicate,
     "fhirpath": FhirPathPredicate,
+    "review": ReviewPredicate,
 }
+
+#: Predicates the documentation form never asks, whatever a criterion's ``ask`` says (Leaf.asked).
+_NOT_ASKED = (AgePredicate, OrderPredicate, OrderReasonPredicate, ReviewPredicate)
 
 #: FHIR resource types each predicate reads (drives which evidence is fetched).
 PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
@@ -345,6 +359,7 @@ PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
     QuestionnairePredicate: ("QuestionnaireResponse",),
     OrderPredicate: (),
     OrderReasonPredicate: ("Condition",),
+    ReviewPredicate: (),
     FhirPathPredicate: (
         "Condition", "Observation", "Procedure", "DiagnosticReport", "DocumentReference",
         "AllergyIntolerance", "MedicationRequest", "DeviceRequest", "DeviceUseStatement",
@@ -480,6 +495,15 @@ class Leaf(Node):
     @property
     def at_level(self) -> bool:
         return bool(getattr(self.predicate, "at_level", False))
+
+    @property
+    def asked(self) -> bool:
+        """Whether the documentation form (DTR) asks this criterion, so that an answer can decide it.
+
+        Age, the other orders and the order's own reason are facts of the request, and a review is
+        not the ordering clinician's to answer.
+        """
+        return self.ask and not isinstance(self.predicate, _NOT_ASKED)
 
 
 class AllOf(Node):
