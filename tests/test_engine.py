@@ -258,6 +258,22 @@ def test_a_review_criterion_is_never_decided_by_the_record_or_the_form():
                                      "review": {}}], "text": "t"}, {1: "met"}).outcome is Outcome.MEETS_CRITERIA
 
 
+def test_no_body_site_counts_only_results_that_name_no_site():
+    """A finding read as at the site its diagnosis implies: one recorded at another site is not it."""
+    lesion = {"resourceType": "Observation", "id": "ob", "status": "final", "subject": {"reference": "Patient/p"},
+              "effectiveDateTime": "2026-10-01", "valueBoolean": True,
+              "code": {"coding": [{"system": PROJECT_FINDINGS, "code": "leaf-1"}]}}
+    popliteal = {**lesion, "bodySite": {"coding": [{"system": "http://snomed.info/sct", "code": "43863001"}]}}
+    p = policy({"id": "unsited", "text": "t", "cite": CITE, "documentation": "d",
+                "observation": {"codes": {"finding": ["leaf-1"]}, "value_boolean": True, "no_body_site": True}})
+
+    def outcome(resources: list[dict]) -> Outcome:
+        return evaluate_order(p, p.rules[0], ORDER, PatientRecord(resources, [ORDER]), date(2026, 11, 21)).outcome
+
+    assert outcome([lesion]) is Outcome.MEETS_CRITERIA
+    assert outcome([popliteal]) is Outcome.DOCUMENTATION_NEEDED
+
+
 def test_pure_core_imports_neither_flask_nor_requests():
     code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
             "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "

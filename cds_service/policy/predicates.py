@@ -297,6 +297,8 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
         if p.part_of is not None and not _about_procedure(ctx, resource, p.part_of):
             continue
         sites = dicts(resource.get("bodySite"))
+        if p.no_body_site and sites:
+            continue
         at_level = p.at_level and not (p.unsited_is_every_level and not sites)
         if not _at_site(ctx, sites, p.body_site, at_level):
             continue

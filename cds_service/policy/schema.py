@@ -178,6 +178,9 @@ class ObservationPredicate(_Predicate):
     #: The value is how long something had lasted when it was recorded (pain for 2 months):
     #: it has kept growing, so the time from the result to the order is added before comparing.
     duration_grows: bool = False
+    #: Only results naming no bodySite count: a finding read as at the site the diagnosis itself
+    #: implies (the iliac lesion of a May-Thurner syndrome), beside a criterion naming the site.
+    no_body_site: bool = False
 
     @model_validator(mode="after")
     def _one_value_test(self) -> "ObservationPredicate":
@@ -189,6 +192,8 @@ class ObservationPredicate(_Predicate):
             raise ValueError("duration_grows needs a value compared in a unit of time (d, wk, mo, a)")
         if self.unsited_is_every_level and not self.at_level:
             raise ValueError("unsited_is_every_level only applies with at_level: true")
+        if self.no_body_site and (self.body_site is not None or self.at_level):
+            raise ValueError("no_body_site excludes body_site and at_level")
         return self
 
 
