@@ -18,6 +18,7 @@ from .policy.loader import walk
 from .policy.schema import Leaf
 from .policy.schema import Policy
 
+
 def criteria_system(policy: Policy) -> str:
     return f"{PROJECT_BASE}/CodeSystem/{policy.id}-criteria"
 

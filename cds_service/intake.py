@@ -175,7 +175,6 @@ def read_hook_body(body: bytes, evidence: EvidenceFilter | None) -> dict[str, An
     return read_json_object(body)
 
 
-
 def _read_filtered(body: bytes, evidence: EvidenceFilter) -> dict[str, Any]:
     data = _members(_READ_BODY(body))
     prefetch = data.get("prefetch")
