@@ -9,6 +9,7 @@ the canonical URIs below.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from dataclasses import field
@@ -207,6 +208,14 @@ class CodeSet:
     exact: frozenset[tuple[str, str]] = frozenset()
     icd_ranges: tuple[IcdRange, ...] = ()
     labels: tuple[str, ...] = field(default=(), compare=False)
+
+    @functools.cached_property
+    def by_loose_code(self) -> dict[str, frozenset[tuple[str, str]]]:
+        """The exact pairs by ``loose_code``, for intersecting with a record's code index."""
+        grouped: dict[str, set[tuple[str, str]]] = {}
+        for system, code in self.exact:
+            grouped.setdefault(loose_code(code), set()).add((system, code))
+        return {code: frozenset(pairs) for code, pairs in grouped.items()}
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.icd_ranges)

@@ -309,6 +309,8 @@ class PatientRecord:
         self.unavailable = frozenset(unavailable)
         self._by_type: dict[str, list[dict]] = {}
         self._by_ref: dict[str, dict] = {}
+        #: id(resource) -> its place in the record, to give lookups in record order
+        self._place: dict[int, int] = {}
         for resource in resources:
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 continue
@@ -319,12 +321,14 @@ class PatientRecord:
                     continue  # the first copy wins (prefetch before fetched, case data before bundle)
                 self._by_ref[ref] = resource
             self._by_type.setdefault(rtype, []).append(resource)
+            self._place[id(resource)] = len(self._place)
         #: type -> loose code -> (resource, coding); built on first use
         self._code_index: dict[str, dict[str, list[tuple[dict, dict]]]] = {}
         self._texts: dict[int, str] = {}
         self._found: dict[tuple[str, int], tuple[CodeSet, list[dict]]] = {}
         self._mentions: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
-        self._type_texts: dict[str, list[str]] = {}  # text_of each resource, in resources() order
+        #: text_of each resource in resources() order, and all of them as lines of one string
+        self._type_texts: dict[str, tuple[list[str], str]] = {}
         self._prefixes: dict[tuple[str, int], dict[str, list[tuple[dict, dict]]]] = {}
         self._valid: dict[int, bool] = {}
         self._bundle: dict | None = None
@@ -410,11 +414,13 @@ class PatientRecord:
         found = self._found.get(key)
         if found is None:
             index = self._index(resource_type)
-            hits: set[int] = set()
-            for exact in codes.exact:
-                for resource, coding in index.get(loose_code(exact[1]), ()):
-                    if _coding_key(coding) == exact:
-                        hits.add(id(resource))
+            hits: dict[int, dict] = {}
+            wanted = codes.by_loose_code
+            for code in index.keys() & wanted.keys():
+                pairs = wanted[code]
+                for resource, coding in index[code]:
+                    if _coding_key(coding) in pairs:
+                        hits[id(resource)] = resource
             for icd in codes.icd_ranges:
                 table = self._icd_prefixes(resource_type, len(icd.low))
                 entries = table.get(icd.low, ()) if icd.low == icd.high else \
@@ -422,9 +428,9 @@ class PatientRecord:
                 for resource, coding in entries:
                     system, code = _coding_key(coding)
                     if system == ICD10CM and icd.contains(code):
-                        hits.add(id(resource))
+                        hits[id(resource)] = resource
             # In record order: a set of codes iterates in an order that changes with the process's hash seed.
-            in_order = [resource for resource in self._by_type.get(resource_type, ()) if id(resource) in hits]
+            in_order = sorted(hits.values(), key=lambda resource: self._place[id(resource)])
             found = self._found[key] = (codes, in_order)  # codes kept: its id stays unique
         return list(found[1])
 
@@ -437,13 +443,17 @@ class PatientRecord:
         found = self._mentions.get(key)
         if found is None:
             resources = self.resources(resource_type)
-            texts = self._type_texts.get(resource_type)
-            if texts is None:
-                texts = self._type_texts[resource_type] = [self.text_of(r) for r in resources]
+            cached = self._type_texts.get(resource_type)
+            if cached is None:
+                texts = [self.text_of(r) for r in resources]
+                # Most words are in no resource: one search of all the texts tells.
+                cached = self._type_texts[resource_type] = texts, "\n".join(texts)
+            texts, everything = cached
             hits: set[int] = set()
             for word in words:  # word by word: a handful of words, tens of resources
                 word = word.lower()
-                hits.update([i for i, text in enumerate(texts) if word in text])
+                if word in everything:
+                    hits.update([i for i, text in enumerate(texts) if word in text])
             found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)
 

@@ -52,9 +52,13 @@ class Outcome(str, enum.Enum):
     NO_POLICY = "no-policy"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NodeResult:
-    """The status of one criterion node, with its children's results and the evidence used."""
+    """The status of one criterion node, with its children's results and the evidence used.
+
+    Not frozen: a request builds a few hundred, and a frozen dataclass takes three times as
+    long to build. Nothing changes one after it is built.
+    """
 
     node: Node
     status: Status
@@ -136,6 +140,7 @@ class _Evaluator:
     def __init__(self, policy: Policy, ctx: Context):
         self.policy = policy
         self.ctx = ctx
+        self.level: str | None = None  # the label of ctx.level
         self.answers = ctx.record.answers(questionnaire_url(policy))
 
     def evaluate(self, node: Node) -> NodeResult:
@@ -143,7 +148,7 @@ class _Evaluator:
             return self._leaf(node)
         if isinstance(node, Ref):
             inner = self.evaluate(self.policy.definitions[node.ref])
-            return NodeResult(node, inner.status, (inner,), level=self._level())
+            return NodeResult(node, inner.status, (inner,), level=self.level)
         if isinstance(node, PerLevel):
             return self._per_level(node)
         if isinstance(node, When):
@@ -165,16 +170,14 @@ class _Evaluator:
                 Status.NOT_MET if met + open_ < node.at_least else Status.UNDOCUMENTED)
         else:  # pragma: no cover - the schema admits no other node types
             raise TypeError(type(node).__name__)
-        return NodeResult(node, status, children, level=self._level())
-
-    def _level(self) -> str | None:
-        return self.ctx.level.label if self.ctx.level else None
+        return NodeResult(node, status, children, level=self.level)
 
     def _leaf(self, leaf: Leaf) -> NodeResult:
         outcome = EVALUATORS[type(leaf.predicate)](leaf.predicate, self.ctx)
         if outcome.status is Status.UNDOCUMENTED:
-            answer = self.answers.get(leaf.id) if leaf.asked else None
-            unavailable = self.ctx.record.unavailable.intersection(deciding_resources(leaf.predicate))
+            answer = self.answers.get(leaf.id) if self.answers and leaf.asked else None
+            unavailable = self.ctx.record.unavailable and \
+                self.ctx.record.unavailable.intersection(deciding_resources(leaf.predicate))
             if answer is not None and isinstance(answer.value, bool):
                 outcome = LeafOutcome(Status.MET if answer.value else Status.NOT_MET, (answer.reference,),
                                       None if answer.value else "answered 'no' on the documentation form")
@@ -182,28 +185,28 @@ class _Evaluator:
                 outcome = replace(outcome, reason=f"{', '.join(sorted(unavailable))} could not be retrieved from the EHR")
             elif not outcome.found and leaf.absent == "not-met":
                 outcome = LeafOutcome(Status.NOT_MET, reason="not on record")
-        return NodeResult(leaf, outcome.status, evidence=outcome.evidence, reason=outcome.reason, level=self._level())
+        return NodeResult(leaf, outcome.status, evidence=outcome.evidence, reason=outcome.reason, level=self.level)
 
     def _per_level(self, node: PerLevel) -> NodeResult:
         levels = self.ctx.order.levels
         if not levels:
             return NodeResult(node, Status.UNDOCUMENTED, reason="the order does not name the spinal level(s)")
-        outer = self.ctx
+        outer, outer_label = self.ctx, self.level
         children = []
         for level in levels:
-            self.ctx = replace(outer, level=level)
+            self.ctx, self.level = replace(outer, level=level), level.label
             children.append(self.evaluate(node.per_level))
-        self.ctx = outer
+        self.ctx, self.level = outer, outer_label
         return NodeResult(node, _all([c.status for c in children]), tuple(children))
 
     def _when(self, node: When) -> NodeResult:
         guard = self.evaluate(node.when)
         then = self.evaluate(node.then)
         if guard.status is Status.NOT_MET:
-            return NodeResult(node, Status.MET, (guard, then), level=self._level(), applicable=False)
+            return NodeResult(node, Status.MET, (guard, then), level=self.level, applicable=False)
         if guard.status is Status.MET or then.status is Status.MET:
-            return NodeResult(node, then.status, (guard, then), level=self._level())
-        return NodeResult(node, Status.UNDOCUMENTED, (guard, then), level=self._level())
+            return NodeResult(node, then.status, (guard, then), level=self.level)
+        return NodeResult(node, Status.UNDOCUMENTED, (guard, then), level=self.level)
 
 
 def _all(statuses: list[Status]) -> Status:
