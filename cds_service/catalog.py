@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .policy.schema import Rule
 from .record import Order
 
 FINDINGS_FILE = "documentation-findings.codesystem.json"
+_RULES_FOUND_MAX = 4096
 
 
 def bundled_policy_dir() -> Path:
@@ -45,6 +47,8 @@ class Catalog:
     findings_codesystem: dict
     #: (policy id, rule id) -> the resource types the rule reads, computed once at load
     rule_types: dict[tuple[str, str], frozenset[str]]
+    #: (payer id, order codes) -> rule_for's answer: every hook asks it per payer and order
+    _rules_found: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, directory: Path) -> "Catalog":
@@ -88,8 +92,17 @@ class Catalog:
 
     def rule_for(self, payer_id: str, order: Order) -> tuple[Policy, Rule] | None:
         """The payer's policy rule for the order's codes (billing options included), if any."""
+        codes = tuple((system, code) for system, code, _display in order.codings)
+        key = (payer_id, codes)
+        if key not in self._rules_found:
+            if len(self._rules_found) >= _RULES_FOUND_MAX:
+                self._rules_found.clear()  # orders' codes come from clients: keep the memory bounded
+            self._rules_found[key] = self._find_rule(payer_id, codes)
+        return self._rules_found[key]
+
+    def _find_rule(self, payer_id: str, codes: tuple[tuple[str, str], ...]) -> tuple[Policy, Rule] | None:
         for policy in self.policies_for(payer_id):
-            for system, code, _display in order.codings:
+            for system, code in codes:
                 rule = policy.rule_for(system, code)
                 if rule is not None:
                     return policy, rule
