@@ -94,11 +94,14 @@ class Catalog:
         """The payer's policy rule for the order's codes (billing options included), if any."""
         codes = tuple((system, code) for system, code, _display in order.codings)
         key = (payer_id, codes)
-        if key not in self._rules_found:
-            if len(self._rules_found) >= _RULES_FOUND_MAX:
-                self._rules_found.clear()  # orders' codes come from clients: keep the memory bounded
-            self._rules_found[key] = self._find_rule(payer_id, codes)
-        return self._rules_found[key]
+        try:
+            return self._rules_found[key]
+        except KeyError:
+            found = self._find_rule(payer_id, codes)
+        if len(self._rules_found) >= _RULES_FOUND_MAX:
+            self._rules_found.clear()  # orders' codes come from clients: keep the memory bounded
+        self._rules_found[key] = found
+        return found
 
     def _find_rule(self, payer_id: str, codes: tuple[tuple[str, str], ...]) -> tuple[Policy, Rule] | None:
         for policy in self.policies_for(payer_id):
