@@ -12,6 +12,8 @@ import pytest
 from cds_service.catalog import Catalog
 from cds_service.catalog import bundled_policy_dir
 from cds_service.policy.loader import PolicyError
+from cds_service.record import Order
+from tests.support.hooks import service_request
 from tests.support.policies import DEMO_POLICY_HEAD
 from tests.support.policies import policy_dir as write_policy_dir
 
@@ -99,3 +101,16 @@ def test_check_policies_command_exits_non_zero_with_the_problems(policy_dir):
     assert "demo.yaml:20:" in result.stderr and "aeg" in result.stderr
     good = subprocess.run([sys.executable, "-m", "cds_service.cli", "check-policies"], capture_output=True, text=True)
     assert good.returncode == 0 and "ok  cohere-venous-stents" in good.stdout
+
+
+def test_rule_lookup_stays_right_past_its_memory_bound():
+    """rule_for remembers answers per payer and order codes, bounded: clients send any codes."""
+    catalog = Catalog.load(bundled_policy_dir())
+    payer = catalog.payers.payers[0].id
+    stent = Order.from_resource(service_request("37238"))
+    expected = catalog.rule_for(payer, stent)
+    assert expected is not None
+    for number in range(5000):  # more distinct codes than it keeps
+        assert catalog.rule_for(payer, Order.from_resource(service_request(f"9{number:04d}"))) is None
+    assert catalog.rule_for(payer, stent) == expected
+    assert len(catalog._rules_found) <= 4096
