@@ -70,14 +70,14 @@ class LeafOutcome:
     found: bool = True
 
 
+#: The most common outcome: nothing on record (built once, as most criteria come to it).
+_NOTHING_FOUND = LeafOutcome(Status.UNDOCUMENTED, found=False)
+
+
 def _undocumented(reason: str | None = None, found: bool = False) -> LeafOutcome:
     if reason is None and not found:
         return _NOTHING_FOUND
     return LeafOutcome(Status.UNDOCUMENTED, reason=reason, found=found)
-
-
-#: The most common outcome: nothing on record (built once, as it is asked for most criteria).
-_NOTHING_FOUND = LeafOutcome(Status.UNDOCUMENTED, found=False)
 
 
 def _ref(resource: dict) -> str:
