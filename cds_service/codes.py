@@ -189,6 +189,9 @@ def code_problem(system: str, code: str) -> str | None:
     return None
 
 
+_ICD_VERDICTS_MAX = 4096
+
+
 @dataclass(frozen=True)
 class IcdRange:
     """An ICD-10-CM prefix (``G35``) or range of prefixes (``Q20-Q26``), dot-free."""
@@ -217,8 +220,26 @@ class CodeSet:
             grouped.setdefault(loose_code(code), set()).add((system, code))
         return {code: frozenset(pairs) for code, pairs in grouped.items()}
 
+    @functools.cached_property
+    def _icd_verdicts(self) -> dict[str, bool]:
+        return {}
+
     def __bool__(self) -> bool:
         return bool(self.exact or self.icd_ranges)
+
+    def in_icd_ranges(self, code: str) -> bool:
+        """Whether a normalised ICD-10-CM code falls in one of the ranges.
+
+        Remembered per code (at most 4,096): a condition criterion asks this of every
+        diagnosis code on the chart, and the answer depends on the policy alone.
+        """
+        verdicts = self._icd_verdicts
+        verdict = verdicts.get(code)
+        if verdict is None:
+            if len(verdicts) >= _ICD_VERDICTS_MAX:
+                verdicts.clear()
+            verdict = verdicts[code] = any(r.contains(code) for r in self.icd_ranges)
+        return verdict
 
     def contains(self, system: str | None, code: str | None) -> bool:
         system, code = coding_key(system, code)
@@ -226,9 +247,7 @@ class CodeSet:
             return False
         if (system, code) in self.exact:
             return True
-        if system == ICD10CM:
-            return any(r.contains(code) for r in self.icd_ranges)
-        return False
+        return system == ICD10CM and bool(self.icd_ranges) and self.in_icd_ranges(code)
 
     def matches_concept(self, concept: dict | None) -> bool:
         """True when any Coding of a CodeableConcept dict is in the set."""

@@ -329,7 +329,6 @@ class PatientRecord:
         self._mentions: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
         #: text_of each resource in resources() order, and all of them as lines of one string
         self._type_texts: dict[str, tuple[list[str], str]] = {}
-        self._prefixes: dict[tuple[str, int], dict[str, list[tuple[dict, dict]]]] = {}
         self._valid: dict[int, bool] = {}
         self._bundle: dict | None = None
 
@@ -366,17 +365,6 @@ class PatientRecord:
         for code, entries in by_code.items():
             index.setdefault(loose_code(code), []).extend(entries)
         return index
-
-    def _icd_prefixes(self, rtype: str, length: int) -> dict[str, list[tuple[dict, dict]]]:
-        """Index entries of *rtype* by the first *length* characters of their loose code (ICD ranges)."""
-        key = (rtype, length)
-        table = self._prefixes.get(key)
-        if table is None:
-            table = self._prefixes[key] = {}
-            for code, entries in self._index(rtype).items():
-                if len(code) >= length:
-                    table.setdefault(code[:length], []).extend(entries)
-        return table
 
     def concepts_of(self, resource: dict) -> list[dict]:
         """The coded concepts that identify *resource* (its own code, or a referenced Device/Medication's)."""
@@ -421,16 +409,16 @@ class PatientRecord:
                 for resource, coding in index[code]:
                     if _coding_key(coding) in pairs:
                         hits[id(resource)] = resource
-            for icd in codes.icd_ranges:
-                table = self._icd_prefixes(resource_type, len(icd.low))
-                entries = table.get(icd.low, ()) if icd.low == icd.high else \
-                    [entry for prefix, bucket in table.items() if icd.low <= prefix <= icd.high for entry in bucket]
-                for resource, coding in entries:
-                    system, code = _coding_key(coding)
-                    if system == ICD10CM and icd.contains(code):
-                        hits[id(resource)] = resource
+            if codes.icd_ranges:
+                # The chart's few distinct codes against the ranges (for ICD-10-CM the loose code is the normalised one).
+                for code, entries in index.items():
+                    if codes.in_icd_ranges(code):
+                        for resource, coding in entries:
+                            if _coding_key(coding)[0] == ICD10CM:
+                                hits[id(resource)] = resource
             # In record order: a set of codes iterates in an order that changes with the process's hash seed.
-            in_order = sorted(hits.values(), key=lambda resource: self._place[id(resource)])
+            in_order = sorted(hits.values(), key=lambda resource: self._place[id(resource)]) if len(hits) > 1 \
+                else list(hits.values())
             found = self._found[key] = (codes, in_order)  # codes kept: its id stays unique
         return list(found[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cds_service.codes import ICD10CM
 from cds_service.codes import SNOMED
 from cds_service.codes import CodeSet
 from cds_service.codes import compile_codes
@@ -28,6 +29,18 @@ def test_icd_codes_match_across_spelling_and_system_aliases_but_not_across_syste
     assert refs(record.find("Condition", compile_codes({"icd10cm": ["M54.2-M54.5"]}))) == set()
     # (not a real SNOMED CT id: the point is that an equal string in another system is another code)
     assert refs(record.find("Condition", CodeSet(frozenset({(SNOMED, "M5416")})))) == {"Condition/d"}
+
+
+def test_icd_range_answers_stay_right_past_their_memory_bound() -> None:
+    """A code set remembers which diagnosis codes fall in its ranges, bounded: charts carry any codes."""
+    ranges = compile_codes({"icd10cm": ["M54.1-M54.2", "G35"]})
+    for number in range(5000):  # more distinct codes than it keeps
+        assert ranges.contains(ICD10CM, f"Z{number:04d}") is False
+    assert ranges.contains(ICD10CM, "M54.16") and ranges.contains(ICD10CM, "g35")
+    assert not ranges.contains(ICD10CM, "M54.3") and not ranges.contains(SNOMED, "M5416")
+    record = PatientRecord([ICD_BY_OID, SAME_CODE_OTHER_SYSTEM])
+    assert refs(record.find("Condition", ranges)) == {"Condition/c"}
+    assert len(ranges._icd_verdicts) <= 4096
 
 
 def test_observation_components_are_found_by_their_own_codes() -> None:
