@@ -142,6 +142,8 @@ class _Evaluator:
         self.ctx = ctx
         self.level: str | None = None  # the label of ctx.level
         self.answers = ctx.record.answers(questionnaire_url(policy))
+        #: (leaf, level) -> its result: a definition referred to from several criteria is decided once
+        self._leaves: dict[tuple[int, str | None], NodeResult] = {}
 
     def evaluate(self, node: Node) -> NodeResult:
         if isinstance(node, Leaf):
@@ -173,6 +175,13 @@ class _Evaluator:
         return NodeResult(node, status, children, level=self.level)
 
     def _leaf(self, leaf: Leaf) -> NodeResult:
+        key = (id(leaf), self.level)
+        result = self._leaves.get(key)
+        if result is None:
+            result = self._leaves[key] = self._decide(leaf)
+        return result
+
+    def _decide(self, leaf: Leaf) -> NodeResult:
         outcome = EVALUATORS[type(leaf.predicate)](leaf.predicate, self.ctx)
         if outcome.status is Status.UNDOCUMENTED:
             answer = self.answers.get(leaf.id) if self.answers and leaf.asked else None
