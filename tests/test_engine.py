@@ -274,6 +274,37 @@ def test_no_body_site_counts_only_results_that_name_no_site():
     assert outcome([popliteal]) is Outcome.DOCUMENTATION_NEEDED
 
 
+def test_a_diagnosis_still_being_worked_up_neither_shows_nor_excludes_the_condition():
+    """Provisional, differential and unconfirmed diagnoses are not established (ICD-10-CM outpatient
+    guideline IV.H: "rule out" diagnoses are not coded): the criterion asks for confirmation, and an
+    exclusion recorded that way does not turn the order down."""
+    def diagnosis(verification: str) -> dict:
+        return {"resourceType": "Condition", "id": f"c-{verification}", "subject": {"reference": "Patient/p"},
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                               "code": "active"}]},
+                "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                                                   "code": verification}]},
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I87.1"}]}}
+
+    compression = {"id": "compression", "text": "Iliac vein compression", "cite": CITE, "documentation": "d",
+                   "condition": {"codes": {"icd10cm": ["I87.1"]}}}
+    p = policy(compression, exclusions=[{**compression, "id": "excluded-compression"}])
+
+    def evaluate(verification: str):
+        chart = PatientRecord([diagnosis(verification)], [ORDER])
+        return evaluate_order(p, p.rules[0], ORDER, chart, date(2026, 11, 21))
+
+    assert evaluate("confirmed").outcome is Outcome.NOT_MEDICALLY_NECESSARY  # met, and so is the exclusion
+    assert evaluate("refuted").outcome is Outcome.NOT_MEDICALLY_NECESSARY  # the criterion is contradicted
+    assert evaluate("refuted").failed_ids == ("compression",)
+    for verification in ("provisional", "differential", "unconfirmed"):
+        evaluation = evaluate(verification)
+        assert evaluation.outcome is Outcome.DOCUMENTATION_NEEDED, verification
+        assert evaluation.missing_ids == ("compression",) and evaluation.failed_ids == ()
+        assert evaluation.missing[0].reason == f"I87.1 recorded as {verification}, not confirmed"
+        assert evaluation.missing[0].evidence == ()
+
+
 def test_pure_core_imports_neither_flask_nor_requests():
     code = ("import sys, cds_service.policy.engine, cds_service.record, cds_service.catalog, "
             "cds_service.crd.cards, cds_service.crd.coverage, cds_service.dtr, cds_service.payers; "

@@ -32,7 +32,8 @@ The policies match codes, not words, except where a guideline names something no
 `http://snomed.info/sct`, LOINC `http://loinc.org`, CPT `http://www.ama-assn.org/go/cpt`, HCPCS
 `http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets` (https and the OID are accepted too).
 
-Evidence is read from Condition (active, recurrence or relapse; refuted or entered-in-error never counts),
+Evidence is read from Condition (active, recurrence or relapse; refuted or entered-in-error never counts, and a
+provisional, differential or unconfirmed one is not yet evidence),
 Observation (final/amended/corrected; the latest in the guideline's window; components too), Procedure
 (completed or in progress), DiagnosticReport (final) and DocumentReference (current), AllergyIntolerance,
 DeviceRequest/DeviceUseStatement (device code directly or via Device.type), MedicationRequest/Statement,

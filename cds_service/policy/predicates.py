@@ -143,6 +143,9 @@ def age(p: AgePredicate, ctx: Context) -> LeafOutcome:
 
 _ACTIVE = {"active", "recurrence", "relapse"}
 _REFUTED = {"refuted", "entered-in-error"}
+#: Diagnoses still being worked up. ICD-10-CM outpatient guideline IV.H: a "probable", "suspected" or
+#: "rule out" diagnosis is not coded as established, so it neither shows nor excludes the condition.
+_UNCONFIRMED = {"unconfirmed", "provisional", "differential"}
 
 
 def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
@@ -162,6 +165,8 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
         elif clinical is not None and clinical not in _ACTIVE and not p.history:
             contradicting.append(resource)
             reasons.append(f"{label} is {clinical}")
+        elif verification in _UNCONFIRMED:
+            reasons.append(f"{label} recorded as {verification}, not confirmed")
         elif p.onset_before is not None and not _onset_before(resource, p.onset_before, ctx.as_of):
             reasons.append(f"{label} began less than {p.onset_before} before the order (or its onset is not recorded)")
         elif p.severity is not None and not p.severity.matches_concept(resource.get("severity")):
