@@ -95,6 +95,32 @@ def _coding_key(coding: dict) -> tuple[str, str]:
     return canonical_key(system if isinstance(system, str) else None, coding["code"])
 
 
+# NegEx-style cues: before a term in its clause, they say the patient does not have it (or a relative
+# does); after it, that it was ruled out. ICD-10-CM displays use them too ("without ... radiculopathy").
+_NEGATION_BEFORE = re.compile(r"\b(?:no|not|without|denies|denied|negative for|rule out|ruled out|r/o|free of"
+                              r"|absence of|family history|fh of)\b")
+_NEGATION_AFTER = re.compile(r"\b(?:ruled out|excluded|unlikely|not confirmed|not present|absent)\b")
+_CLAUSE_ENDS = ".;,:|\n"
+
+
+def affirms(text: str, term: str) -> bool:
+    """Whether lower-case *text* names *term* at least once without negating it in the same clause.
+
+    Text criteria match words in concept texts and displays, where "Spondylosis without myelopathy
+    or radiculopathy", "May-Thurner ruled out" or "Family history of multiple sclerosis" name a
+    condition the patient does not have.
+    """
+    start = text.find(term)
+    while start != -1:
+        end = start + len(term)
+        clause_start = max(text.rfind(mark, 0, start) for mark in _CLAUSE_ENDS) + 1
+        clause_end = min((i for mark in _CLAUSE_ENDS if (i := text.find(mark, end)) != -1), default=len(text))
+        if not _NEGATION_BEFORE.search(text, clause_start, start) and not _NEGATION_AFTER.search(text, end, clause_end):
+            return True
+        start = text.find(term, start + 1)
+    return False
+
+
 # --- spinal levels ------------------------------------------------------------------
 
 _VERTEBRAE = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + \
@@ -381,7 +407,7 @@ class PatientRecord:
         """Lower-cased words of a resource's coded concepts (texts and displays), for text criteria."""
         key = id(resource)
         if key not in self._texts:
-            self._texts[key] = " ".join(
+            self._texts[key] = " | ".join(  # each text its own clause for ``affirms``
                 str(t) for c in self.concepts_of(resource)
                 for t in [c.get("text")] + [x.get("display") for x in dicts(c.get("coding"))]
                 if t
@@ -425,7 +451,7 @@ class PatientRecord:
     def mentioning(self, resource_type: str, words: tuple[str, ...]) -> list[dict]:
         """Resources of *resource_type* whose concept texts or displays contain any of *words*.
 
-        Case-insensitive substring match; kept for the request like ``find``.
+        Case-insensitive substring match, not negated (``affirms``); kept for the request like ``find``.
         """
         key = (resource_type, words)
         found = self._mentions.get(key)
@@ -441,7 +467,7 @@ class PatientRecord:
             for word in words:  # word by word: a handful of words, tens of resources
                 word = word.lower()
                 if word in everything:
-                    hits.update([i for i, text in enumerate(texts) if word in text])
+                    hits.update([i for i, text in enumerate(texts) if word in text and affirms(text, word)])
             found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)
 

@@ -7,6 +7,7 @@ from cds_service.codes import SNOMED
 from cds_service.codes import CodeSet
 from cds_service.codes import compile_codes
 from cds_service.record import PatientRecord
+from cds_service.record import affirms
 
 ICD_BY_OID = {"resourceType": "Condition", "id": "c",
               "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.90", "code": " m54.16 "}]}}
@@ -88,3 +89,22 @@ def test_found_resources_come_in_record_order_whatever_the_code_sets_hash_order(
     many = compile_codes({"cpt": cpts + ["97750", "97535"]})
     assert [r["id"] for r in record.find("Procedure", many)] == in_record_order
     assert [r["id"] for r in record.find("Procedure", compile_codes({"cpt": cpts[::-2]}))] == in_record_order[1::2]
+
+
+def test_text_that_negates_a_term_does_not_name_it() -> None:
+    """Text criteria read displays and free text, where a negation in the same clause means the
+    patient does not have the condition (ICD-10-CM's own "without ..." displays included)."""
+    assert affirms("radiculopathy, lumbar region", "radiculopathy")
+    assert not affirms("spondylosis without myelopathy or radiculopathy, lumbar region", "radiculopathy")
+    assert not affirms("may-thurner syndrome ruled out", "may-thurner")
+    assert not affirms("family history of multiple sclerosis", "multiple sclerosis")
+    assert not affirms("patient denies nickel allergy", "nickel")
+    assert affirms("no dvt, may-thurner syndrome", "may-thurner")  # the negation ends with its clause
+    assert affirms("no radiculopathy | radiculopathy, lumbar region", "radiculopathy")  # named again, affirmed
+    assert affirms("history of radiation therapy to the chest", "radiation therapy")
+    assert affirms("nontraumatic budd-chiari syndrome", "budd-chiari")  # "no" only as a word
+    negated = {"resourceType": "Condition", "id": "n",
+               "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M47.816",
+                                    "display": "Spondylosis without myelopathy or radiculopathy, lumbar region"}]}}
+    named = {"resourceType": "Condition", "id": "r", "code": {"text": "Lumbar radiculopathy"}}
+    assert refs(PatientRecord([negated, named]).mentioning("Condition", ("radiculopathy",))) == {"Condition/r"}

@@ -24,6 +24,7 @@ from ..fhirjson import string
 from ..record import Order
 from ..record import PatientRecord
 from ..record import SpinalLevel
+from ..record import affirms
 from ..record import body_site_levels
 from .schema import AgePredicate
 from .schema import AllergyPredicate
@@ -459,10 +460,10 @@ def allergy(p: AllergyPredicate, ctx: Context) -> LeafOutcome:
     words = [w.lower() for w in p.text]
     supporting, contradicting = [], []
     for resource in ctx.record.resources("AllergyIntolerance"):
-        texts = ctx.record.text_of(resource) + " " + " ".join(
-            str(n.get("text", "")) for n in dicts(resource.get("note"))).lower()
+        texts = " | ".join([ctx.record.text_of(resource)] + [
+            str(n.get("text", "")).lower() for n in dicts(resource.get("note"))])
         coded = p.codes is not None and any(p.codes.matches_concept(c) for c in ctx.record.concepts_of(resource))
-        if not (coded or any(w in texts for w in words)) or not _valid(ctx, resource):
+        if not (coded or any(affirms(texts, w) for w in words)) or not _valid(ctx, resource):
             continue
         if _code(resource.get("verificationStatus")) in _REFUTED or \
                 _code(resource.get("clinicalStatus")) in ("inactive", "resolved"):
