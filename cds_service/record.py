@@ -467,7 +467,7 @@ class PatientRecord:
             for word in words:  # word by word: a handful of words, tens of resources
                 word = word.lower()
                 if word in everything:
-                    hits.update([i for i, text in enumerate(texts) if word in text and affirms(text, word)])
+                    hits.update([i for i, text in enumerate(texts) if affirms(text, word)])
             found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)
 
