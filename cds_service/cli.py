@@ -96,6 +96,8 @@ def _print_evaluation(evaluation: OrderEvaluation) -> None:
         print(f"   FAILED  {finding.id}: {finding.text}" + (f" — {finding.reason}" if finding.reason else ""))
     for finding in evaluation.missing:
         print(f"   MISSING {finding.id}: {finding.text}" + (f" [{finding.level}]" if finding.level else ""))
+    for finding in evaluation.unresolved:
+        print(f"   RULE OUT {finding.id}: {finding.text}" + (f" — {finding.reason}" if finding.reason else ""))
     if evaluation.tree is not None:
         print("   criteria:")
         _print_node(evaluation.tree, 2)

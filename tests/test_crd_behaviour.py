@@ -293,3 +293,22 @@ def test_order_select_answers_only_the_selected_orders(client):
     data = client.post("/cds-services/order-select-crd", json=body).get_json()
     assert [a["resource"]["id"] for a in data["systemActions"]] == ["mbb-seed-order-64493"]
     assert not check_response(body, data, "order-select")
+
+
+def test_a_suspected_exclusion_is_shown_to_rule_out_while_the_order_meets_criteria(client):
+    body = fixture_request("mbb-meets")
+    unconfirmed = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                               "code": "provisional"}]}
+    body["prefetch"]["conditions"]["entry"].append({"resource": condition(
+        "M54.16", "suspected-radiculopathy", patient="mbb-meets-patient", verificationStatus=unconfirmed)})
+
+    data = client.post(SIGN, json=body).get_json()
+
+    assert not check_response(body, data, "order-sign")
+    card = next(c for c in data["cards"] if c["source"]["topic"]["code"] == "coverage-info")
+    assert card["indicator"] == "warning"
+    assert "meets" in card["summary"] and "1 exclusion to rule out" in card["summary"]
+    assert "**On record but not established**" in card["detail"]
+    assert "recorded as provisional, not confirmed (evidence: Condition/suspected-radiculopathy)" in card["detail"]
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "covered"

@@ -277,7 +277,7 @@ def test_no_body_site_counts_only_results_that_name_no_site():
 def test_a_diagnosis_still_being_worked_up_neither_shows_nor_excludes_the_condition():
     """Provisional, differential and unconfirmed diagnoses are not established (ICD-10-CM outpatient
     guideline IV.H: "rule out" diagnoses are not coded): the criterion asks for confirmation, and an
-    exclusion recorded that way does not turn the order down."""
+    exclusion recorded that way does not turn the order down but is listed to rule out."""
     def diagnosis(verification: str) -> dict:
         return {"resourceType": "Condition", "id": f"c-{verification}", "subject": {"reference": "Patient/p"},
                 "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
@@ -302,7 +302,10 @@ def test_a_diagnosis_still_being_worked_up_neither_shows_nor_excludes_the_condit
         assert evaluation.outcome is Outcome.DOCUMENTATION_NEEDED, verification
         assert evaluation.missing_ids == ("compression",) and evaluation.failed_ids == ()
         assert evaluation.missing[0].reason == f"I87.1 recorded as {verification}, not confirmed"
-        assert evaluation.missing[0].evidence == ()
+        assert evaluation.missing[0].evidence == (f"Condition/c-{verification}",)  # what the reason is about
+        assert evaluation.unresolved_ids == ("excluded-compression",)
+        assert evaluation.unresolved[0].reason == f"I87.1 recorded as {verification}, not confirmed"
+    assert evaluate("confirmed").unresolved == () and evaluate("refuted").unresolved == ()
 
 
 def test_pure_core_imports_neither_flask_nor_requests():

@@ -44,6 +44,7 @@ def test_policy_case(case, catalog):
     assert evaluation.outcome.value == expect["outcome"], _explain(evaluation)
     assert sorted(evaluation.missing_ids) == sorted(expect.get("missing", [])), _explain(evaluation)
     assert sorted(evaluation.failed_ids) == sorted(expect.get("failed", [])), _explain(evaluation)
+    assert sorted(evaluation.unresolved_ids) == sorted(expect.get("unresolved", [])), _explain(evaluation)
     met_ids = {f.id for f in evaluation.met}
     assert set(expect.get("met", [])) <= met_ids, _explain(evaluation)
 
@@ -70,7 +71,7 @@ def test_policy_case_through_intake(case, catalog):
 
 def _answer(evaluation) -> tuple:
     return (evaluation.outcome, [(f.id, f.level, f.evidence, f.reason) for f in evaluation.missing + evaluation.failed],
-            [(f.id, f.level, f.evidence) for f in evaluation.met])
+            [(f.id, f.level, f.evidence) for f in evaluation.met], [(f.id, f.evidence) for f in evaluation.unresolved])
 
 
 def _explain(evaluation) -> str:
@@ -78,4 +79,5 @@ def _explain(evaluation) -> str:
     lines += [f"  missing {f.id}: {f.text} ({f.reason})" for f in evaluation.missing]
     lines += [f"  failed  {f.id}: {f.text} ({f.reason})" for f in evaluation.failed]
     lines += [f"  met     {f.id}: {', '.join(f.evidence)}" for f in evaluation.met]
+    lines += [f"  unresolved {f.id}: {f.text} ({f.reason})" for f in evaluation.unresolved]
     return "\n".join(lines)

@@ -186,7 +186,8 @@ def _sections(evaluations: list[OrderEvaluation]) -> list[list[OrderEvaluation]]
     for evaluation in evaluations:
         key = (evaluation.rule.id if evaluation.rule else None,
                tuple((f.id, f.level, f.condition) for f in evaluation.missing),
-               tuple((f.id, f.level, f.condition) for f in evaluation.failed))
+               tuple((f.id, f.level, f.condition) for f in evaluation.failed),
+               evaluation.unresolved_ids)
         sections.setdefault(key, []).append(evaluation)
     return list(sections.values())
 
@@ -216,7 +217,10 @@ def _coverage_card(policy: Policy, outcome: Outcome, evaluations: list[OrderEval
     else:
         pa = ctx.payer.payer.prior_auth
         rest = f": meets {payer} criteria" + ("; prior authorization required" if pa == "auth-needed" else "")
-        indicator = "info"
+        unresolved = sum(len(e.unresolved) for e in _sections_first(evaluations))
+        if unresolved:
+            rest += f"; {unresolved} exclusion{'s' if unresolved != 1 else ''} to rule out"
+        indicator = "warning" if unresolved else "info"
     lines = [f"**{policy.title}** — {_order_heading(evaluations)}", "", _OUTCOME_TEXT[outcome]]
     if ctx.payer.basis != "coverage":
         lines += ["", f"_No recognised active Coverage on the request: answered for {payer}._"]
@@ -227,6 +231,9 @@ def _coverage_card(policy: Policy, outcome: Outcome, evaluations: list[OrderEval
             lines += ["", f"#### {_codes_label(section)} — {_order_heading(section)}"]
         if first.failed:
             lines += ["", "**Criteria not met**", *_failed_lines(first.failed)]
+        if first.unresolved:
+            lines += ["", "**On record but not established** (if confirmed, the guideline excludes these orders)",
+                      *_failed_lines(first.unresolved)]
         if first.missing:
             lines += ["", "**Documentation still needed**", *_missing_lines(first.missing)]
         if first.met and outcome is not Outcome.NOT_MEDICALLY_NECESSARY:

@@ -109,6 +109,8 @@ class OrderEvaluation:
     missing: tuple[Finding, ...] = ()
     failed: tuple[Finding, ...] = ()
     met: tuple[Finding, ...] = ()
+    #: Exclusions the record points to without establishing (a provisional diagnosis): to confirm or rule out.
+    unresolved: tuple[Finding, ...] = ()
     tree: NodeResult | None = None
     exclusions: tuple[NodeResult, ...] = ()
     #: Evidence types the rule needs that the EHR could not provide (FHIR server failure).
@@ -121,6 +123,10 @@ class OrderEvaluation:
     @property
     def failed_ids(self) -> tuple[str, ...]:
         return tuple(f.id for f in self.failed)
+
+    @property
+    def unresolved_ids(self) -> tuple[str, ...]:
+        return tuple(f.id for f in self.unresolved)
 
     @property
     def suggestions(self) -> tuple[Suggestion, ...]:
@@ -359,6 +365,26 @@ def _exclusion_finding(result: NodeResult) -> Finding:
     return _finding(result, evidence=_evidence(result), reason="; ".join(dict.fromkeys(reasons)) or None)
 
 
+def _unresolved(exclusions: Iterable[NodeResult]) -> tuple[Finding, ...]:
+    """Undocumented exclusions with something on record behind them (a leaf citing evidence it
+    cannot count), one per distinct evidence: "radiculopathy, provisional" is worth confirming
+    before the request goes out, while an exclusion with nothing on record is the usual case."""
+    found: list[Finding] = []
+    cited: set[str] = set()
+    for result in exclusions:
+        if result.status is not Status.UNDOCUMENTED:
+            continue
+        leaves = [r for r in _flatten(result) if isinstance(r.node, Leaf) and r.status is Status.UNDOCUMENTED
+                  and r.evidence]
+        evidence = tuple(dict.fromkeys(ref for leaf in leaves for ref in leaf.evidence))
+        if not evidence or cited.issuperset(evidence):
+            continue
+        cited.update(evidence)
+        reasons = [leaf.reason for leaf in leaves if leaf.reason]
+        found.append(_finding(result, evidence=evidence, reason="; ".join(dict.fromkeys(reasons)) or None))
+    return tuple(found)
+
+
 def _flatten(result: NodeResult) -> Iterable[NodeResult]:
     yield result
     for child in result.children:
@@ -395,8 +421,8 @@ def evaluate_order(policy: Policy, rule: Rule, order: Order, record: PatientReco
         outcome = Outcome.MEETS_CRITERIA
     return OrderEvaluation(
         order, outcome, as_of, policy, rule,
-        missing=missing, failed=failed, met=tuple(_met(tree)), tree=tree, exclusions=exclusions,
-        evidence_gaps=gaps,
+        missing=missing, failed=failed, met=tuple(_met(tree)), unresolved=_unresolved(exclusions), tree=tree,
+        exclusions=exclusions, evidence_gaps=gaps,
     )
 
 

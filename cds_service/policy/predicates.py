@@ -155,6 +155,7 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
         seen = {id(c) for c in candidates}
         candidates += [c for c in ctx.record.mentioning("Condition", p.text) if id(c) not in seen]
     supporting, contradicting, refuted, reasons = [], [], [], []
+    partial = []  # on record, but not enough to establish the criterion (cited beside the reason)
     for resource in candidates:
         if not _at_site(ctx, dicts(resource.get("bodySite")), p.body_site, p.at_level) or not _valid(ctx, resource):
             continue
@@ -167,11 +168,14 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
             contradicting.append(resource)
             reasons.append(f"{label} is {clinical}")
         elif verification in _UNCONFIRMED:
+            partial.append(resource)
             reasons.append(f"{label} recorded as {verification}, not confirmed")
         elif p.onset_before is not None and not _onset_before(resource, p.onset_before, ctx.as_of):
+            partial.append(resource)
             reasons.append(f"{label} began less than {p.onset_before} before the order (or its onset is not recorded)")
         elif p.severity is not None and not p.severity.matches_concept(resource.get("severity")):
             if resource.get("severity") is None:
+                partial.append(resource)
                 reasons.append(f"{label} without a documented severity")
             else:
                 contradicting.append(resource)
@@ -189,6 +193,8 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
             return LeafOutcome(Status.MET, (ctx.order.reference,), "diagnosis stated on the order")
     if contradicting:
         return LeafOutcome(Status.NOT_MET, tuple(map(_ref, contradicting)), "; ".join(reasons))
+    if partial:
+        return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, partial)), "; ".join(reasons))
     return _undocumented("; ".join(reasons) or None, found=bool(reasons))
 
 
