@@ -312,3 +312,6 @@ def test_a_suspected_exclusion_is_shown_to_rule_out_while_the_order_meets_criter
     assert "recorded as provisional, not confirmed (evidence: Condition/suspected-radiculopathy)" in card["detail"]
     parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
     assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "covered"
+    reasons = [p["valueCodeableConcept"]["text"] for p in parts if p["url"] == "reason"]
+    assert any(r.startswith("On record but not established, to rule out: Active or untreated radiculopathy")
+               for r in reasons)

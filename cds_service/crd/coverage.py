@@ -107,6 +107,9 @@ def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: s
             reasons.append(Reason("No guideline on file for this service; the payer reviews it case by case"))
         return CoverageDecision(assertion_id, outcome.value, answer.covered, answer.pa_needed,
                                 info_needed="OTH" if conditional else None, reasons=tuple(reasons))
+    if evaluation.unresolved:
+        suspected = "; ".join(f"{f.text} ({f.reason})" if f.reason else f.text for f in evaluation.unresolved)
+        reasons.append(Reason(f"On record but not established, to rule out: {suspected}"[:900]))
     pa_needed = payer.payer.prior_auth
     if outcome is Outcome.MEETS_CRITERIA:
         return CoverageDecision(assertion_id, outcome.value, "covered", pa_needed, reasons=tuple(reasons))
