@@ -195,7 +195,7 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
         return LeafOutcome(Status.NOT_MET, tuple(map(_ref, contradicting)), "; ".join(reasons))
     if partial:
         return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, partial)), "; ".join(reasons))
-    return _undocumented("; ".join(reasons) or None, found=bool(reasons))
+    return _undocumented()  # every reason above belongs to a resource in one of the lists
 
 
 def _onset_before(condition: dict, period: Duration, as_of: date) -> bool:
