@@ -97,9 +97,11 @@ def searched_codes(catalog: Catalog) -> dict[str, frozenset[tuple[str, str]]]:
         if rtype == "Observation":  # the results a procedure must not predate
             sets += [leaf.predicate.after_latest_result.codes for leaf in leaves
                      if isinstance(leaf.predicate, ProcedurePredicate) and leaf.predicate.after_latest_result]
-        if rtype == "Procedure":  # the procedures results are linked to, or must follow
+        if rtype == "Procedure":  # the procedures results are linked to, or results and reports must follow
             sets += [codes for leaf in leaves if isinstance(leaf.predicate, ObservationPredicate)
                      for codes in (leaf.predicate.part_of, leaf.predicate.after_latest_procedure) if codes]
+            sets += [leaf.predicate.after_latest_procedure for leaf in leaves
+                     if isinstance(leaf.predicate, ReportPredicate) and leaf.predicate.after_latest_procedure]
         codes = frozenset(pair for s in sets for pair in s.exact)
         if codes and not any(s.icd_ranges for s in sets):  # ranges cannot be search tokens
             filters[rtype] = codes

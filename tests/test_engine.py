@@ -7,10 +7,12 @@ import subprocess
 import sys
 from datetime import date
 
+import pytest
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from cds_service.codes import PROJECT_FINDINGS
 from cds_service.policy.engine import Outcome
@@ -239,6 +241,39 @@ def test_results_before_the_latest_procedure_at_the_level_do_not_count():
     assert outcome([films, fusion("L2-L3")]) is Outcome.MEETS_CRITERIA  # another level: still current here
     assert outcome([films, fusion(None)]) is Outcome.DOCUMENTATION_NEEDED  # level not named: may have been this one
     assert outcome([{**films, "effectiveDateTime": "2026-04-01"}, fusion("L4-L5")]) is Outcome.MEETS_CRITERIA
+
+
+def test_a_follow_up_report_counts_only_long_enough_after_the_latest_treatment():
+    """Imaging that assesses a treatment must follow it by the gap ("longer-term imaging (3-6 months)"
+    after an ablation); without the treatment on record any report counts."""
+    p = policy({"id": "follow-up-duplex", "text": "t", "cite": CITE, "documentation": "d", "report": {
+        "codes": {"loinc": ["39420-5"]}, "after_latest_procedure": {"cpt": ["36475"]}, "min_gap": "3 months"}})
+    duplex = {"resourceType": "DiagnosticReport", "id": "us", "status": "final", "subject": {"reference": "Patient/p"},
+              "code": {"coding": [{"system": "http://loinc.org", "code": "39420-5"}]}, "effectiveDateTime": "2026-09-10"}
+
+    def ablation(day: str, status: str = "completed") -> dict:
+        return {"resourceType": "Procedure", "id": f"rfa-{day}", "status": status, "performedDateTime": day,
+                "subject": {"reference": "Patient/p"},
+                "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "36475"}]}}
+
+    def decided(*resources: dict):
+        evaluation = evaluate_order(p, p.rules[0], ORDER, PatientRecord(list(resources), [ORDER]), date(2026, 11, 21))
+        return evaluation.outcome, [f.reason for f in evaluation.missing]
+
+    assert decided(duplex) == (Outcome.MEETS_CRITERIA, [])
+    assert decided(duplex, ablation("2026-06-10")) == (Outcome.MEETS_CRITERIA, [])  # exactly 3 months later
+    assert decided(duplex, ablation("2026-06-11")) == (Outcome.DOCUMENTATION_NEEDED, [
+        "latest report is from 2026-09-10, less than 3 months after the 2026-06-11 treatment"])
+    assert decided(duplex, ablation("2026-02-01"), ablation("2026-07-20")) == (Outcome.DOCUMENTATION_NEEDED, [
+        "latest report is from 2026-09-10, less than 3 months after the 2026-07-20 treatment"])  # the latest counts
+    assert decided(duplex, ablation("2026-07-20", "not-done")) == (Outcome.MEETS_CRITERIA, [])
+    assert decided(ablation("2026-07-20")) == (Outcome.DOCUMENTATION_NEEDED, [None])  # no report at all
+
+
+def test_a_gap_needs_the_procedure_it_follows():
+    with pytest.raises(ValidationError, match="min_gap is the time after the latest procedure"):
+        policy({"id": "gap", "text": "t", "cite": CITE, "documentation": "d",
+                "report": {"codes": {"loinc": ["39420-5"]}, "min_gap": "3 months"}})
 
 
 def test_a_review_criterion_is_never_decided_by_the_record_or_the_form():

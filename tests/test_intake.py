@@ -145,18 +145,26 @@ LINKED = DEMO_POLICY_HEAD + """\
             codes: {cpt: ["36475"]}
             after_latest_result:
               codes: {loinc: ["8867-4"]}
+        - id: duplex-after-ablation
+          text: Duplex at least 3 months after the ablation
+          cite: {section: S, quote: Q}
+          documentation: Duplex report
+          report:
+            codes: {loinc: ["39420-5"]}
+            after_latest_procedure: {cpt: ["36478"]}
+            min_gap: 3 months
 """
 
 
 def test_codes_searched_only_through_links_between_results_and_procedures_are_kept(tmp_path):
-    """Procedures a result is linked to or must follow, results a procedure must follow: each
+    """Procedures a result or report is linked to or must follow, results a procedure must follow: each
     decides a criterion, so intake (and the FHIR search) must return them."""
     catalog = Catalog.load(policy_dir(tmp_path, LINKED))
     codes = searched_codes(catalog)
-    assert codes["Procedure"] == {(CPT, "64493"), (CPT, "64633"), (CPT, "36475")}
+    assert codes["Procedure"] == {(CPT, "64493"), (CPT, "64633"), (CPT, "36475"), (CPT, "36478")}
     assert codes["Observation"] == {(LOINC, "72514-3"), (LOINC, "8867-4")}
     queries = {t.key: t.query for t in build_templates(catalog)}
-    assert queries["procedures"].endswith(f"code={CPT}|36475,{CPT}|64493,{CPT}|64633")
+    assert queries["procedures"].endswith(f"code={CPT}|36475,{CPT}|36478,{CPT}|64493,{CPT}|64633")
 
 
 def test_the_verdicts_remembered_per_code_are_bounded_and_per_type(monkeypatch):

@@ -433,6 +433,8 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
 
 def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
+    treated = _latest_procedure(ctx, p.after_latest_procedure) if p.after_latest_procedure else None
+    follows = p.min_gap.after(treated) if treated is not None and p.min_gap else treated
     hits, wrong_conclusion = [], []
     for resource in ctx.record.find("DiagnosticReport", p.codes):
         if string(resource.get("status")) not in _FINAL or not _valid(ctx, resource):
@@ -451,10 +453,14 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
             period = as_dict(as_dict(resource.get("context")).get("period"))
             hits.append((_date(resource.get("date")) or _date(period.get("end")) or _date(period.get("start")),
                          resource))
-    recent = [r for when, r in hits if when is not None and (start is None or when >= start)]
+    recent = [r for when, r in hits if when is not None and (start is None or when >= start)
+              and (follows is None or when >= follows)]
     if recent:
         return LeafOutcome(Status.MET, tuple(map(_ref, recent)))
     older = max((w for w, _ in hits if w is not None), default=None)
+    if older is not None and follows is not None and older < follows:
+        gap = f"less than {p.min_gap} after" if p.min_gap else "before"
+        return _undocumented(f"latest report is from {older}, {gap} the {treated} treatment", found=True)
     if older is not None:
         return _undocumented(f"latest report is from {older}, before {start} ({p.within} window)", found=True)
     if wrong_conclusion:

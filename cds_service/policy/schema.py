@@ -230,6 +230,17 @@ class ReportPredicate(_Predicate):
     codes: Codes
     within: Period | None = None
     conclusion: Codes | None = None
+    #: Reports dated before the latest completed Procedure with these codes do not count, nor those
+    #: less than ``min_gap`` after it: imaging that assesses a treatment's success must follow it
+    #: by long enough ("longer-term imaging (3-6 months)" after an endovenous ablation).
+    after_latest_procedure: Codes | None = None
+    min_gap: Period | None = None
+
+    @model_validator(mode="after")
+    def _gap_after_a_procedure(self) -> "ReportPredicate":
+        if self.min_gap is not None and self.after_latest_procedure is None:
+            raise ValueError("min_gap is the time after the latest procedure: it needs after_latest_procedure")
+        return self
 
 
 class AllergyPredicate(_Predicate):
@@ -388,7 +399,8 @@ def deciding_resources(predicate: _Strict) -> tuple[str, ...]:
     ``part_of`` resolves or an ``after_latest_procedure`` dates. When one could not be retrieved,
     "not on record" proves nothing."""
     types = PREDICATE_RESOURCES[type(predicate)]
-    if isinstance(predicate, ObservationPredicate) and (predicate.part_of or predicate.after_latest_procedure):
+    if isinstance(predicate, ObservationPredicate) and (predicate.part_of or predicate.after_latest_procedure) or \
+            isinstance(predicate, ReportPredicate) and predicate.after_latest_procedure:
         types += ("Procedure",)
     return types
 
