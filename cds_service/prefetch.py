@@ -20,6 +20,7 @@ from .policy.schema import Leaf
 from .policy.schema import ObservationPredicate
 from .policy.schema import ProcedurePredicate
 from .policy.schema import ReportPredicate
+from .policy.schema import ScoreReliefPredicate
 
 PATIENT_TOKEN = "{{context.patientId}}"
 
@@ -56,7 +57,7 @@ _DECLARATIONS: tuple[tuple[str, str, str, tuple[str, ...], bool], ...] = (
 
 # Code-filtered types: the search parameter and the predicates whose codes it lists.
 _CODE_FILTERS = {
-    "Observation": ("code", (ObservationPredicate,)),
+    "Observation": ("code", (ObservationPredicate, ScoreReliefPredicate)),
     "Procedure": ("code", (ProcedurePredicate,)),
     "DiagnosticReport": ("code", (ReportPredicate,)),
     "DocumentReference": ("type", (ReportPredicate,)),
@@ -102,6 +103,7 @@ def searched_codes(catalog: Catalog) -> dict[str, frozenset[tuple[str, str]]]:
                      for codes in (leaf.predicate.part_of, leaf.predicate.after_latest_procedure) if codes]
             sets += [leaf.predicate.after_latest_procedure for leaf in leaves
                      if isinstance(leaf.predicate, ReportPredicate) and leaf.predicate.after_latest_procedure]
+            sets += [leaf.predicate.procedure for leaf in leaves if isinstance(leaf.predicate, ScoreReliefPredicate)]
         codes = frozenset(pair for s in sets for pair in s.exact)
         if codes and not any(s.icd_ranges for s in sets):  # ranges cannot be search tokens
             filters[rtype] = codes

@@ -276,6 +276,63 @@ def test_a_gap_needs_the_procedure_it_follows():
                 "report": {"codes": {"loinc": ["39420-5"]}, "min_gap": "3 months"}})
 
 
+def test_relief_is_worked_out_from_the_scores_before_and_after_the_latest_procedure():
+    """Charts record a pain score before and after a block, not a percentage: 8 then 1 is 88 %."""
+    p = policy({"id": "relief", "text": "t", "cite": CITE, "documentation": "d", "score_relief": {
+        "codes": {"loinc": ["72514-3"]}, "procedure": {"cpt": ["64493"]}, "value": ">= 80 %", "within": "6 months",
+        "baseline_within": "30 days", "measured_within": "1 day"}})
+
+    def block(when: str, rid: str = "mbb", code: str = "64493") -> dict:
+        return {"resourceType": "Procedure", "id": rid, "status": "completed", "performedDateTime": when,
+                "subject": {"reference": "Patient/p"},
+                "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code}]}}
+
+    def score(rid: str, when: str, value: float, linked: str | None = None) -> dict:
+        return {"resourceType": "Observation", "id": rid, "status": "final", "effectiveDateTime": when,
+                "subject": {"reference": "Patient/p"}, "valueQuantity": {"value": value, "code": "{score}"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "72514-3"}]},
+                **({"partOf": [{"reference": f"Procedure/{linked}"}]} if linked else {})}
+
+    def decided(*resources: dict) -> tuple[Outcome, str | None]:
+        evaluation = evaluate_order(p, p.rules[0], ORDER, PatientRecord(list(resources), [ORDER]), date(2026, 11, 21))
+        findings = evaluation.missing + evaluation.failed
+        return evaluation.outcome, findings[0].reason if findings else evaluation.met[0].reason
+
+    same_day = block("2026-10-20T10:00:00-05:00")
+    assert decided(same_day, score("pre", "2026-10-20T09:30:00-05:00", 8), score("post", "2026-10-20T11:00:00-05:00", 1)) == (
+        Outcome.MEETS_CRITERIA, "score 8 before and 1 after the 2026-10-20 procedure: 88% relief")
+    assert decided(same_day, score("pre", "2026-10-20T09:30:00-05:00", 8), score("post", "2026-10-20T11:00:00-05:00", 3))[0] \
+        is Outcome.NOT_MEDICALLY_NECESSARY  # 62 %
+    # The clock decides the same day; a baseline on an earlier day needs no time, one the same day does.
+    assert decided(block("2026-10-20"), score("pre", "2026-10-01", 10), score("post", "2026-10-20", 2))[0] is Outcome.MEETS_CRITERIA
+    assert decided(block("2026-10-20"), score("pre", "2026-10-20", 10), score("post", "2026-10-20", 2)) == (
+        Outcome.DOCUMENTATION_NEEDED, "no score before the 2026-10-20 procedure")
+    assert decided(block("2026-10-20"), score("pre", "2026-09-01", 10), score("post", "2026-10-20", 2))[0] \
+        is Outcome.DOCUMENTATION_NEEDED  # the baseline is older than 30 days
+    assert decided(block("2026-10-20"), score("pre", "2026-10-19", 10), score("post", "2026-10-23", 2)) == (
+        Outcome.DOCUMENTATION_NEEDED, "no score after the 2026-10-20 procedure")  # measured days later
+    # Scores linked to another procedure that day are its relief; scores linked to this one outweigh unlinked ones.
+    tfesi = block("2026-10-20T10:30:00-05:00", "tfesi", "64483")
+    assert decided(same_day, tfesi, score("pre", "2026-10-20T09:00:00-05:00", 7),
+                   score("post-block", "2026-10-20T10:20:00-05:00", 7, "mbb"),
+                   score("post-tfesi", "2026-10-20T11:30:00-05:00", 0, "tfesi"))[0] is Outcome.NOT_MEDICALLY_NECESSARY
+    assert decided(same_day, score("pre", "2026-10-20T09:00:00-05:00", 7),
+                   score("post-block", "2026-10-20T10:20:00-05:00", 6, "mbb"),
+                   score("post-unlinked", "2026-10-20T11:30:00-05:00", 0))[0] is Outcome.NOT_MEDICALLY_NECESSARY
+    # The latest block decides; a zero baseline leaves nothing to relieve.
+    assert decided(block("2026-09-01", "old"), same_day, score("pre", "2026-09-01", 9), score("post", "2026-09-01", 0))[0] \
+        is Outcome.DOCUMENTATION_NEEDED
+    assert decided(same_day, score("pre", "2026-10-20T09:00:00-05:00", 0), score("post", "2026-10-20T11:00:00-05:00", 0)) == (
+        Outcome.DOCUMENTATION_NEEDED, "score before the 2026-10-20 procedure is 0: no pain to relieve")
+
+
+def test_score_relief_compares_a_percentage():
+    with pytest.raises(ValidationError, match="compares a relief in %"):
+        policy({"id": "relief", "text": "t", "cite": CITE, "documentation": "d", "score_relief": {
+            "codes": {"loinc": ["72514-3"]}, "procedure": {"cpt": ["64493"]}, "value": ">= 3 {score}",
+            "baseline_within": "30 days", "measured_within": "1 day"}})
+
+
 def test_a_review_criterion_is_never_decided_by_the_record_or_the_form():
     """What a guideline leaves to individual review stays open: no record entry meets it, and the
     ordering clinician's "yes" on the documentation form (answered by criterion id) is not that review."""

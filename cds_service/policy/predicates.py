@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date
+from datetime import datetime
+from datetime import timezone
 from decimal import Decimal
 from decimal import InvalidOperation
 from typing import Any
@@ -40,9 +42,11 @@ from .schema import ProcedurePredicate
 from .schema import QuestionnairePredicate
 from .schema import ReportPredicate
 from .schema import ReviewPredicate
+from .schema import ScoreReliefPredicate
 from .timing import Duration
 from .timing import age_on
 from .timing import parse_fhir_date
+from .timing import parse_fhir_moment
 from .units import convert
 
 
@@ -468,6 +472,52 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     return _undocumented()
 
 
+def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:
+    start = _window_start(ctx, p.within)
+    done = [(moment, r) for r in ctx.record.find("Procedure", p.procedure) if r.get("status") == "completed"
+            and (moment := parse_fhir_moment(r.get("performedDateTime") or as_dict(r.get("performedPeriod")).get("start")))
+            and (start is None or moment[0] >= start) and _valid(ctx, r)]
+    if not done:
+        return _undocumented()
+    (day, time), procedure = max(done, key=lambda item: _sort_key(item[0]))
+    scores = []
+    for resource in ctx.record.find("Observation", p.codes):
+        moment = parse_fhir_moment(resource.get("effectiveDateTime") or as_dict(resource.get("effectivePeriod")).get("start"))
+        raw = as_dict(resource.get("valueQuantity")).get("value")
+        if moment is None or string(resource.get("status")) not in _FINAL or type(raw) not in (int, float) \
+                or not _about_procedure(ctx, resource, p.procedure) or not _valid(ctx, resource):
+            continue
+        scores.append((moment, Decimal(str(raw)), resource))
+    before = [s for s in scores if _earlier(s[0], (day, time)) and s[0][0] >= p.baseline_within.before(day)]
+    after = [s for s in scores if not _earlier(s[0], (day, time)) and s[0][0] <= p.measured_within.after(day)]
+    linked = [s for s in after if _procedure_links(ctx, s[2])[1]]
+    after = linked or after
+    if not before or not after:
+        missing = "before" if not before else "after"
+        return _undocumented(f"no score {missing} the {day} procedure", found=bool(scores))
+    (_, baseline, first), (_, result, second) = max(before, key=lambda s: _sort_key(s[0])), min(after, key=lambda s: s[1])
+    if baseline <= 0:
+        return _undocumented(f"score before the {day} procedure is {baseline}: no pain to relieve", found=True)
+    relief = (baseline - result) / baseline * 100
+    status = Status.MET if p.value.holds(relief) else Status.NOT_MET
+    return LeafOutcome(status, (_ref(procedure), _ref(first), _ref(second)),
+                       f"score {baseline} before and {result} after the {day} procedure: {relief:.0f}% relief", found=True)
+
+
+def _earlier(moment: tuple[date, datetime | None], than: tuple[date, datetime | None]) -> bool:
+    """Whether *moment* comes before *than*: by the clock when both give a time, else by the day
+    (a score the same day without a time cannot be the baseline)."""
+    if moment[1] is not None and than[1] is not None:
+        return moment[1] < than[1]
+    return moment[0] < than[0]
+
+
+def _sort_key(moment: tuple[date, datetime | None]) -> tuple[date, datetime]:
+    """Orders moments by day, then by time (a time-less one first within its day)."""
+    day, time = moment
+    return day, time or datetime.min.replace(tzinfo=timezone.utc)
+
+
 def allergy(p: AllergyPredicate, ctx: Context) -> LeafOutcome:
     words = [w.lower() for w in p.text]
     supporting, contradicting = [], []
@@ -603,6 +653,7 @@ EVALUATORS: dict[type, Callable[[Any, Context], LeafOutcome]] = {
     ObservationPredicate: observation,
     ProcedurePredicate: procedure,
     ReportPredicate: report,
+    ScoreReliefPredicate: score_relief,
     AllergyPredicate: allergy,
     DevicePredicate: device,
     MedicationPredicate: medication,

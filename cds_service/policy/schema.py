@@ -243,6 +243,34 @@ class ReportPredicate(_Predicate):
         return self
 
 
+class ScoreReliefPredicate(_Predicate):
+    """The relief a procedure gave, worked out from scores taken before and after it (pain 8 then 1: 88 %).
+
+    No code records "% relief after a diagnostic block": charts record a pain score (LOINC 72514-3)
+    before and after it. The latest completed procedure with ``procedure`` codes in the window decides.
+    Its baseline is the latest score before it (earlier that day by the clock, or on an earlier day
+    within ``baseline_within``); its result is the lowest score from the procedure to ``measured_within``
+    after it. A score linked (partOf/focus) to another procedure is that one's, and scores linked to
+    this one outweigh unlinked ones.
+    """
+
+    kind: Literal["score_relief"] = Field("score_relief", alias="__kind", exclude=True)
+
+    codes: Codes
+    procedure: Codes
+    value: Comparison
+    within: Period | None = None
+    baseline_within: Period
+    measured_within: Period
+
+    @field_validator("value")
+    @classmethod
+    def _percent(cls, value: Comparison) -> Comparison:
+        if value.unit != "%":
+            raise ValueError("score_relief compares a relief in %, e.g. '>= 80 %'")
+        return value
+
+
 class AllergyPredicate(_Predicate):
     """An AllergyIntolerance to a substance, by code or by words in its text (e.g. nitinol)."""
 
@@ -349,6 +377,7 @@ PREDICATES: dict[str, type[_Strict]] = {
     "observation": ObservationPredicate,
     "procedure": ProcedurePredicate,
     "report": ReportPredicate,
+    "score_relief": ScoreReliefPredicate,
     "allergy": AllergyPredicate,
     "device": DevicePredicate,
     "medication": MedicationPredicate,
@@ -369,6 +398,7 @@ PREDICATE_RESOURCES: dict[type[_Strict], tuple[str, ...]] = {
     ObservationPredicate: ("Observation",),
     ProcedurePredicate: ("Procedure",),
     ReportPredicate: ("DiagnosticReport", "DocumentReference"),
+    ScoreReliefPredicate: ("Observation", "Procedure"),
     AllergyPredicate: ("AllergyIntolerance",),
     DevicePredicate: ("DeviceRequest", "DeviceUseStatement", "Device"),
     MedicationPredicate: ("MedicationRequest", "MedicationStatement"),

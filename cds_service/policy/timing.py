@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from datetime import datetime
 from datetime import timedelta
+from datetime import timezone
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(day|days|week|weeks|month|months|year|years)\s*$", re.IGNORECASE)
 
@@ -82,6 +83,22 @@ def parse_fhir_date(value: object) -> date | None:
     except ValueError:
         return None
     return None
+
+
+def parse_fhir_moment(value: object) -> tuple[date, datetime | None] | None:
+    """A FHIR dateTime as its day and, when it gives a time, the instant (UTC if no offset is given):
+    what tells a score taken before a procedure from one taken after it the same day."""
+    day = parse_fhir_date(value)
+    if day is None:
+        return None
+    text = str(value).strip()
+    if len(text) <= 10:
+        return day, None
+    try:
+        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return day, None
+    return day, instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)
 
 
 def age_on(birth_date: date, day: date) -> int:
