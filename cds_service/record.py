@@ -136,7 +136,8 @@ _VERTEBRA_CODES = {
     "65985001": "S1", "61032001": "L1", "53983007": "L2", "55492004": "L3", "71996003": "L4",
     "21799000": "L5",
 }
-_LEVEL_TEXT = re.compile(r"\b([CTLS])\s?(\d{1,2})\s*(?:-|–|/|to|through)\s*([CTLS])?\s?(\d{1,2})\b", re.IGNORECASE)
+#: "L4-L5", "L4/5", "L2 to L4", and a slip "of L4 on L5" (the segment it names).
+_LEVEL_TEXT = re.compile(r"\b([CTLS])\s?(\d{1,2})\s*(?:-|–|/|to|through|on)\s*([CTLS])?\s?(\d{1,2})\b", re.IGNORECASE)
 _VERTEBRA_TEXT = re.compile(r"\b([CTLS])\s?(\d{1,2})\b", re.IGNORECASE)
 
 
@@ -180,7 +181,11 @@ def levels_in_text(text: str) -> tuple[set[SpinalLevel], set[str]]:
 
 
 def body_site_levels(concepts: Iterable[dict]) -> tuple[set[SpinalLevel], set[str]]:
-    """Spinal levels and vertebrae named by bodySite CodeableConcepts (codes or text)."""
+    """Spinal levels and lone vertebrae named by bodySite CodeableConcepts (codes or text).
+
+    Consecutive vertebrae named together (L4 + L5, the usual SNOMED coding of a segment) are their
+    interspace, not each a vertebra touching the levels above and below.
+    """
     levels: set[SpinalLevel] = set()
     vertebrae: set[str] = set()
     for concept in concepts:
@@ -199,19 +204,21 @@ def body_site_levels(concepts: Iterable[dict]) -> tuple[set[SpinalLevel], set[st
                 found_levels, found_vertebrae = levels_in_text(text)
                 levels |= found_levels
                 vertebrae |= found_vertebrae
-    return levels, vertebrae
-
-
-def order_levels(concepts: Iterable[dict], extra_text: Iterable[str] = ()) -> tuple[SpinalLevel, ...]:
-    """The interspaces an order names; consecutive vertebrae (L4 + L5) make an interspace."""
-    levels, vertebrae = body_site_levels(concepts)
-    for text in extra_text:
-        found, _ = levels_in_text(text)
-        levels |= found
     ordered = sorted(vertebrae, key=_POSITION.__getitem__)
+    paired = set()
     for top, bottom in zip(ordered, ordered[1:]):
         if _POSITION[bottom] == _POSITION[top] + 1:
             levels.add(SpinalLevel.between(top, bottom))
+            paired |= {top, bottom}
+    return levels, vertebrae - paired
+
+
+def order_levels(concepts: Iterable[dict], extra_text: Iterable[str] = ()) -> tuple[SpinalLevel, ...]:
+    """The interspaces an order names (consecutive vertebrae, L4 + L5, make an interspace)."""
+    levels, _ = body_site_levels(concepts)
+    for text in extra_text:
+        found, _ = levels_in_text(text)
+        levels |= found
     return tuple(sorted(levels))
 
 

@@ -7,7 +7,9 @@ from cds_service.codes import SNOMED
 from cds_service.codes import CodeSet
 from cds_service.codes import compile_codes
 from cds_service.record import PatientRecord
+from cds_service.record import SpinalLevel
 from cds_service.record import affirms
+from cds_service.record import body_site_levels
 
 ICD_BY_OID = {"resourceType": "Condition", "id": "c",
               "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.90", "code": " m54.16 "}]}}
@@ -108,3 +110,15 @@ def test_text_that_negates_a_term_does_not_name_it() -> None:
                                     "display": "Spondylosis without myelopathy or radiculopathy, lumbar region"}]}}
     named = {"resourceType": "Condition", "id": "r", "code": {"text": "Lumbar radiculopathy"}}
     assert refs(PatientRecord([negated, named]).mentioning("Condition", ("radiculopathy",))) == {"Condition/r"}
+
+
+def test_consecutive_vertebrae_name_their_segment_and_a_lone_one_stays_a_vertebra() -> None:
+    """L4 + L5 (how SNOMED codes a segment) or a slip "of L4 on L5" is the L4-L5 interspace, not each
+    vertebra touching L3-L4 and L5-S1 too; a single vertebra still touches both of its levels."""
+    snomed = "http://snomed.info/sct"
+    l4_l5 = SpinalLevel.between("L4", "L5")
+    assert body_site_levels([{"coding": [{"system": snomed, "code": "11994002"}, {"system": snomed, "code": "49668003"}]}]) \
+        == ({l4_l5}, set())
+    assert body_site_levels([{"text": "Anterolisthesis of L4 on L5"}]) == ({l4_l5}, set())
+    assert body_site_levels([{"text": "L3"}, {"text": "L4"}, {"text": "S1"}]) == ({SpinalLevel.between("L3", "L4")}, {"S1"})
+    assert body_site_levels([{"coding": [{"system": snomed, "code": "11994002"}]}]) == (set(), {"L4"})
