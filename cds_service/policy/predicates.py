@@ -43,6 +43,7 @@ from .schema import QuestionnairePredicate
 from .schema import ReportPredicate
 from .schema import ReviewPredicate
 from .schema import ScoreReliefPredicate
+from .schema import LevelScoped
 from .timing import Duration
 from .timing import age_on
 from .timing import parse_fhir_date
@@ -128,6 +129,11 @@ def _at_site(ctx: Context, body_sites: list[dict], codes: CodeSet | None, at_lev
     return True
 
 
+def _at_level(p: LevelScoped, body_sites: list[dict]) -> bool:
+    """Whether *p* asks the level of a resource with these sites (one naming none may speak for every level)."""
+    return p.at_level and not (p.unsited_is_every_level and not body_sites)
+
+
 def _window_start(ctx: Context, within: Duration | None) -> date | None:
     return within.before(ctx.as_of) if within is not None else None
 
@@ -161,7 +167,8 @@ def condition(p: ConditionPredicate, ctx: Context) -> LeafOutcome:
     supporting, contradicting, refuted, reasons = [], [], [], []
     partial = []  # on record, but not enough to establish the criterion (cited beside the reason)
     for resource in candidates:
-        if not _at_site(ctx, dicts(resource.get("bodySite")), p.body_site, p.at_level) or not _valid(ctx, resource):
+        sites = dicts(resource.get("bodySite"))
+        if not _at_site(ctx, sites, p.body_site, _at_level(p, sites)) or not _valid(ctx, resource):
             continue
         verification, clinical = _code(resource.get("verificationStatus")), _code(resource.get("clinicalStatus"))
         label = _label(resource.get("code"))
@@ -321,8 +328,7 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
         sites = dicts(resource.get("bodySite"))
         if p.no_body_site and sites:
             continue
-        at_level = p.at_level and not (p.unsited_is_every_level and not sites)
-        if not _at_site(ctx, sites, p.body_site, at_level):
+        if not _at_site(ctx, sites, p.body_site, _at_level(p, sites)):
             continue
         if start is not None and when < start:
             older = max(older or when, when)
@@ -395,7 +401,7 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
             continue
         sites = dicts(resource.get("bodySite"))
         site_coded = any(codings(site) for site in sites)
-        if not _at_site(ctx, sites, p.body_site if site_coded else None, p.at_level):
+        if not _at_site(ctx, sites, p.body_site if site_coded else None, _at_level(p, sites)):
             continue  # done elsewhere (another vein, another level)
         first, last = _performed(resource, ctx.as_of)
         if (start is not None and last is not None and last < start) or not _valid(ctx, resource):

@@ -116,6 +116,22 @@ class _Predicate(_Strict):
     model_config = ConfigDict(populate_by_name=True)
 
 
+class LevelScoped(_Predicate):
+    """A predicate that can be asked per spinal level (inside ``per_level``)."""
+
+    at_level: bool = False
+    #: With ``at_level``: a resource naming no site at all speaks for every level (an examination's
+    #: "findings correlate with the imaging"; a fusion whose level was not recorded may have been this
+    #: one), one naming sites only for those.
+    unsited_is_every_level: bool = False
+
+    @model_validator(mode="after")
+    def _unsited_needs_at_level(self) -> "LevelScoped":
+        if self.unsited_is_every_level and not self.at_level:
+            raise ValueError("unsited_is_every_level only applies with at_level: true")
+        return self
+
+
 class AgePredicate(_Predicate):
     """Patient age in completed years on the order date."""
 
@@ -125,7 +141,7 @@ class AgePredicate(_Predicate):
     max: int | None = None
 
 
-class ConditionPredicate(_Predicate):
+class ConditionPredicate(LevelScoped):
     """A Condition with one of the codes (or words in its text), clinically active and not refuted.
 
     The order's own reason codes count as a stated diagnosis unless severity,
@@ -139,7 +155,6 @@ class ConditionPredicate(_Predicate):
     text: tuple[str, ...] = ()
     severity: Codes | None = None
     body_site: Codes | None = None
-    at_level: bool = False
     #: "History of": a resolved or inactive Condition counts too (refuted never does).
     history: bool = False
     #: Chronic: the onset (or, failing that, the recorded date) is at least this long before the order.
@@ -152,7 +167,7 @@ class ConditionPredicate(_Predicate):
         return self
 
 
-class ObservationPredicate(_Predicate):
+class ObservationPredicate(LevelScoped):
     """The latest matching Observation in the window, optionally with a value test."""
 
     kind: Literal["observation"] = Field("observation", alias="__kind", exclude=True)
@@ -164,13 +179,9 @@ class ObservationPredicate(_Predicate):
     value_not_in: Codes | None = None
     value_boolean: bool | None = None
     body_site: Codes | None = None
-    at_level: bool = False
     #: Results linked (partOf/focus) to a Procedure count only if it has one of these codes:
     #: the relief after a TFESI is not the relief after the facet block done the same day.
     part_of: Codes | None = None
-    #: With ``at_level``: a result naming no site at all speaks for every level (an examination's
-    #: "findings correlate with the imaging"), one naming sites only for those.
-    unsited_is_every_level: bool = False
     #: Results dated before the latest completed Procedure with these codes do not count: a
     #: "serial" duplex must follow the treatment it assesses. With ``at_level``, a Procedure naming
     #: only other spinal levels does not count (films before a fusion at L4-L5 are stale there, not at L2-L3).
@@ -190,8 +201,6 @@ class ObservationPredicate(_Predicate):
             raise ValueError("use only one of value, value_in/value_not_in, value_boolean")
         if self.duration_grows and (self.value is None or convert(Decimal(1), "d", self.value.unit) is None):
             raise ValueError("duration_grows needs a value compared in a unit of time (d, wk, mo, a)")
-        if self.unsited_is_every_level and not self.at_level:
-            raise ValueError("unsited_is_every_level only applies with at_level: true")
         if self.no_body_site and (self.body_site is not None or self.at_level):
             raise ValueError("no_body_site excludes body_site and at_level")
         return self
@@ -204,7 +213,7 @@ class LatestResult(_Strict):
     body_site: Codes | None = None
 
 
-class ProcedurePredicate(_Predicate):
+class ProcedurePredicate(LevelScoped):
     """Completed Procedures with one of the codes: how many, how recent, over what span."""
 
     kind: Literal["procedure"] = Field("procedure", alias="__kind", exclude=True)
@@ -213,7 +222,6 @@ class ProcedurePredicate(_Predicate):
     within: Period | None = None
     min_count: int = Field(1, ge=1)
     min_span: Period | None = None
-    at_level: bool = False
     #: The vein, joint … treated: a Procedure coded at another site does not count, and one whose
     #: site is not coded cannot be told apart (undocumented).
     body_site: Codes | None = None
