@@ -136,8 +136,10 @@ _VERTEBRA_CODES = {
     "65985001": "S1", "61032001": "L1", "53983007": "L2", "55492004": "L3", "71996003": "L4",
     "21799000": "L5",
 }
-#: "L4-L5", "L4/5", "L2 to L4", and a slip "of L4 on L5" (the segment it names).
-_LEVEL_TEXT = re.compile(r"\b([CTLS])\s?(\d{1,2})\s*(?:-|–|/|to|through|on)\s*([CTLS])?\s?(\d{1,2})\b", re.IGNORECASE)
+#: "L4-L5", "L4/5", "L2 to L4", and a slip "of L4 on L5" (the segment it names; "on" only before a vertebra
+#: named in full, so "L3 on 4 views" names no segment).
+_LEVEL_TEXT = re.compile(r"\b([CTLS])\s?(\d{1,2})\s*(?:-|–|/|to|through|on(?=\s*[CTLS]\s?\d))\s*([CTLS])?\s?(\d{1,2})\b",
+                         re.IGNORECASE)
 _VERTEBRA_TEXT = re.compile(r"\b([CTLS])\s?(\d{1,2})\b", re.IGNORECASE)
 
 

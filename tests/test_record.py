@@ -120,5 +120,6 @@ def test_consecutive_vertebrae_name_their_segment_and_a_lone_one_stays_a_vertebr
     assert body_site_levels([{"coding": [{"system": snomed, "code": "11994002"}, {"system": snomed, "code": "49668003"}]}]) \
         == ({l4_l5}, set())
     assert body_site_levels([{"text": "Anterolisthesis of L4 on L5"}]) == ({l4_l5}, set())
+    assert body_site_levels([{"text": "L3 on 4 views"}]) == (set(), {"L3"})  # "on" before a count names no segment
     assert body_site_levels([{"text": "L3"}, {"text": "L4"}, {"text": "S1"}]) == ({SpinalLevel.between("L3", "L4")}, {"S1"})
     assert body_site_levels([{"coding": [{"system": snomed, "code": "11994002"}]}]) == (set(), {"L4"})

@@ -34,6 +34,7 @@ from .schema import ConditionPredicate
 from .schema import DevicePredicate
 from .schema import FhirPathPredicate
 from .schema import LatestResult
+from .schema import LevelScoped
 from .schema import MedicationPredicate
 from .schema import ObservationPredicate
 from .schema import OrderPredicate
@@ -43,7 +44,6 @@ from .schema import QuestionnairePredicate
 from .schema import ReportPredicate
 from .schema import ReviewPredicate
 from .schema import ScoreReliefPredicate
-from .schema import LevelScoped
 from .timing import Duration
 from .timing import age_on
 from .timing import parse_fhir_date
@@ -488,7 +488,8 @@ def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:
     (day, time), procedure = max(done, key=lambda item: _sort_key(item[0]))
     scores = []
     for resource in ctx.record.find("Observation", p.codes):
-        moment = parse_fhir_moment(resource.get("effectiveDateTime") or as_dict(resource.get("effectivePeriod")).get("start"))
+        moment = parse_fhir_moment(resource.get("effectiveDateTime") or resource.get("effectiveInstant")
+                                   or as_dict(resource.get("effectivePeriod")).get("start"))
         raw = as_dict(resource.get("valueQuantity")).get("value")
         if moment is None or string(resource.get("status")) not in _FINAL or type(raw) not in (int, float) \
                 or not _about_procedure(ctx, resource, p.procedure) or not _valid(ctx, resource):
