@@ -95,9 +95,11 @@ def searched_codes(catalog: Catalog) -> dict[str, frozenset[tuple[str, str]]]:
     filters = {}
     for rtype, (_param, predicate_types) in _CODE_FILTERS.items():
         sets = [leaf.predicate.codes for leaf in leaves if isinstance(leaf.predicate, predicate_types)]
-        if rtype == "Observation":  # the results a procedure must not predate
+        if rtype == "Observation":  # the results a procedure must not predate, or that supersede a report
             sets += [leaf.predicate.after_latest_result.codes for leaf in leaves
                      if isinstance(leaf.predicate, ProcedurePredicate) and leaf.predicate.after_latest_result]
+            sets += [leaf.predicate.superseded_by.codes for leaf in leaves
+                     if isinstance(leaf.predicate, ReportPredicate) and leaf.predicate.superseded_by]
         if rtype == "Procedure":  # the procedures results are linked to, or results and reports must follow
             sets += [codes for leaf in leaves if isinstance(leaf.predicate, ObservationPredicate)
                      for codes in (leaf.predicate.part_of, leaf.predicate.after_latest_procedure) if codes]

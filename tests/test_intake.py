@@ -14,6 +14,7 @@ from cds_service.catalog import Catalog
 from cds_service.codes import CPT
 from cds_service.codes import HCPCS
 from cds_service.codes import LOINC
+from cds_service.codes import PROJECT_FINDINGS
 from cds_service.errors import BadRequest
 from cds_service.intake import EvidenceFilter
 from cds_service.intake import read_hook_body
@@ -153,16 +154,24 @@ LINKED = DEMO_POLICY_HEAD + """\
             codes: {loinc: ["39420-5"]}
             after_latest_procedure: {cpt: ["36478"]}
             min_gap: 3 months
+        - id: patency-in-report-words
+          text: The report concludes the deep veins patent
+          cite: {section: S, quote: Q}
+          documentation: Duplex report
+          report:
+            codes: {loinc: ["39420-5"]}
+            conclusion_text: [deep veins patent]
+            superseded_by: {codes: {finding: [deep-venous-patency]}}
 """
 
 
 def test_codes_searched_only_through_links_between_results_and_procedures_are_kept(tmp_path):
-    """Procedures a result or report is linked to or must follow, results a procedure must follow: each
-    decides a criterion, so intake (and the FHIR search) must return them."""
+    """Procedures a result or report is linked to or must follow, results a procedure must follow or that
+    supersede a report: each decides a criterion, so intake (and the FHIR search) must return them."""
     catalog = Catalog.load(policy_dir(tmp_path, LINKED))
     codes = searched_codes(catalog)
     assert codes["Procedure"] == {(CPT, "64493"), (CPT, "64633"), (CPT, "36475"), (CPT, "36478")}
-    assert codes["Observation"] == {(LOINC, "72514-3"), (LOINC, "8867-4")}
+    assert codes["Observation"] == {(LOINC, "72514-3"), (LOINC, "8867-4"), (PROJECT_FINDINGS, "deep-venous-patency")}
     queries = {t.key: t.query for t in build_templates(catalog)}
     assert queries["procedures"].endswith(f"code={CPT}|36475,{CPT}|36478,{CPT}|64493,{CPT}|64633")
 

@@ -445,28 +445,31 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     start = _window_start(ctx, p.within)
     treated = _latest_procedure(ctx, p.after_latest_procedure) if p.after_latest_procedure else None
     follows = p.min_gap.after(treated) if treated is not None and p.min_gap else treated
+    superseding = _latest_result(ctx, p.superseded_by) if p.superseded_by else None
     hits, wrong_conclusion = [], []
+    concluded = p.conclusion is not None or bool(p.conclusion_text)
     for resource in ctx.record.find("DiagnosticReport", p.codes):
         if string(resource.get("status")) not in _FINAL or not _valid(ctx, resource):
             continue
-        if p.conclusion is not None:
-            conclusions = dicts(resource.get("conclusionCode"))
-            if not any(p.conclusion.matches_concept(c) for c in conclusions):
-                if conclusions:
-                    wrong_conclusion.append(resource)
-                continue
+        if concluded and not _concludes(p, resource):
+            if resource.get("conclusionCode") or resource.get("conclusion"):
+                wrong_conclusion.append(resource)
+            continue
         hits.append((_effective(resource), resource))
-    if p.conclusion is None:
+    if not concluded:
         for resource in ctx.record.find("DocumentReference", p.codes):
             if resource.get("status") != "current" or not _valid(ctx, resource):
                 continue
             period = as_dict(as_dict(resource.get("context")).get("period"))
             hits.append((_date(resource.get("date")) or _date(period.get("end")) or _date(period.get("start")),
                          resource))
-    recent = [r for when, r in hits if when is not None and (start is None or when >= start)
+    recent = [(when, r) for when, r in hits if when is not None and (start is None or when >= start)
               and (follows is None or when >= follows)]
+    current = [r for when, r in recent if superseding is None or when >= superseding[0]]
+    if current:
+        return LeafOutcome(Status.MET, tuple(map(_ref, current)))
     if recent:
-        return LeafOutcome(Status.MET, tuple(map(_ref, recent)))
+        return _undocumented(f"the report predates {_ref(superseding[1])} of {superseding[0]}", found=True)
     older = max((w for w, _ in hits if w is not None), default=None)
     if older is not None and follows is not None and older < follows:
         gap = f"less than {p.min_gap} after" if p.min_gap else "before"
@@ -476,6 +479,19 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     if wrong_conclusion:
         return _undocumented("report on record without the required finding", found=True)
     return _undocumented()
+
+
+def _concludes(p: ReportPredicate, report: dict) -> bool:
+    """Whether *report* concludes what *p* asks: a coded conclusion, or the words in its conclusion narrative."""
+    concepts = dicts(report.get("conclusionCode"))
+    if p.conclusion is not None and any(p.conclusion.matches_concept(c) for c in concepts):
+        return True
+    if not p.conclusion_text:
+        return False
+    narrative = " | ".join([string(report.get("conclusion")) or ""] + [
+        str(t) for c in concepts for t in [c.get("text")] + [x.get("display") for x in dicts(c.get("coding"))] if t
+    ]).lower()
+    return any(affirms(narrative, word.lower()) for word in p.conclusion_text)
 
 
 def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:

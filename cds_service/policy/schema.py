@@ -231,13 +231,20 @@ class ProcedurePredicate(LevelScoped):
 
 
 class ReportPredicate(_Predicate):
-    """A DiagnosticReport or DocumentReference of one of the types, optionally with a coded conclusion."""
+    """A DiagnosticReport or DocumentReference of one of the types, optionally with a given conclusion."""
 
     kind: Literal["report"] = Field("report", alias="__kind", exclude=True)
 
     codes: Codes
     within: Period | None = None
     conclusion: Codes | None = None
+    #: Words the report's conclusion states (not negated, ``record.affirms``): findings no terminology
+    #: codes are read where imaging reports put them ("Deep veins patent and compressible").
+    #: With ``conclusion`` too, either one shows the finding.
+    conclusion_text: tuple[str, ...] = ()
+    #: Reports dated before the latest result with these codes do not count: a finding recorded
+    #: later (the deep veins read not patent on a newer duplex) supersedes an older report's words.
+    superseded_by: LatestResult | None = None
     #: Reports dated before the latest completed Procedure with these codes do not count, nor those
     #: less than ``min_gap`` after it: imaging that assesses a treatment's success must follow it
     #: by long enough ("longer-term imaging (3-6 months)" after an endovenous ablation).
@@ -447,7 +454,8 @@ def predicate_resources(predicate: _Strict) -> tuple[str, ...]:
     """The resource types one predicate reads (what hydration fetches): the deciding ones, plus the
     Observations an ``after_latest_result`` dates (the predicate itself handles their absence)."""
     types = deciding_resources(predicate)
-    if isinstance(predicate, ProcedurePredicate) and predicate.after_latest_result is not None:
+    if isinstance(predicate, ProcedurePredicate) and predicate.after_latest_result is not None or \
+            isinstance(predicate, ReportPredicate) and predicate.superseded_by is not None:
         types += ("Observation",)
     return types
 
