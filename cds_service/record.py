@@ -103,6 +103,12 @@ _NEGATION_AFTER = re.compile(r"\b(?:ruled out|excluded|unlikely|not confirmed|no
 _CLAUSE_ENDS = ".;,:|\n"
 
 
+def concept_words(concepts: Iterable[dict], *texts: str | None) -> str:
+    """The *texts* and the concepts' texts and displays, lower-cased, each its own clause for ``affirms``."""
+    words = [*texts] + [t for c in concepts for t in [c.get("text")] + [x.get("display") for x in dicts(c.get("coding"))]]
+    return " | ".join(str(t) for t in words if t).lower()
+
+
 def affirms(text: str, term: str) -> bool:
     """Whether lower-case *text* names *term* at least once without negating it in the same clause.
 
@@ -416,11 +422,7 @@ class PatientRecord:
         """Lower-cased words of a resource's coded concepts (texts and displays), for text criteria."""
         key = id(resource)
         if key not in self._texts:
-            self._texts[key] = " | ".join(  # each text its own clause for ``affirms``
-                str(t) for c in self.concepts_of(resource)
-                for t in [c.get("text")] + [x.get("display") for x in dicts(c.get("coding"))]
-                if t
-            ).lower()
+            self._texts[key] = concept_words(self.concepts_of(resource))
         return self._texts[key]
 
     # -- lookups -------------------------------------------------------------------

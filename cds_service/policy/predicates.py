@@ -28,6 +28,7 @@ from ..record import PatientRecord
 from ..record import SpinalLevel
 from ..record import affirms
 from ..record import body_site_levels
+from ..record import concept_words
 from .schema import AgePredicate
 from .schema import AllergyPredicate
 from .schema import ConditionPredicate
@@ -488,9 +489,7 @@ def _concludes(p: ReportPredicate, report: dict) -> bool:
         return True
     if not p.conclusion_text:
         return False
-    narrative = " | ".join([string(report.get("conclusion")) or ""] + [
-        str(t) for c in concepts for t in [c.get("text")] + [x.get("display") for x in dicts(c.get("coding"))] if t
-    ]).lower()
+    narrative = concept_words(concepts, string(report.get("conclusion")))
     return any(affirms(narrative, word.lower()) for word in p.conclusion_text)
 
 
