@@ -315,3 +315,40 @@ def test_a_suspected_exclusion_is_shown_to_rule_out_while_the_order_meets_criter
     reasons = [p["valueCodeableConcept"]["text"] for p in parts if p["url"] == "reason"]
     assert any(r.startswith("On record but not established, to rule out: Active or untreated radiculopathy")
                for r in reasons)
+
+
+def _not_covered_reason(data: dict) -> str:
+    parts = data["systemActions"][0]["resource"]["extension"][-1]["extension"]
+    assert next(p["valueCode"] for p in parts if p["url"] == "covered") == "not-covered"
+    return next(p["valueCodeableConcept"]["text"] for p in parts if p["url"] == "reason")
+
+
+def test_an_exclusion_the_record_shows_is_stated_as_found(client):
+    """The guideline excludes radiculopathy: the card and the coverage reason say it is there."""
+    body = fixture_request("mbb-meets")
+    body["prefetch"]["conditions"]["entry"].append(
+        {"resource": condition("M54.16", "radiculopathy", patient="mbb-meets-patient")})
+
+    data = client.post(SIGN, json=body).get_json()
+
+    card = next(c for c in data["cards"] if c["source"]["topic"]["code"] == "coverage-info")
+    assert "**Excluded by the guideline**\n- **Active or untreated radiculopathy" in card["detail"]
+    assert "**Criteria not met**" not in card["detail"]
+    assert _not_covered_reason(data).startswith("Not medically necessary: Active or untreated radiculopathy")
+
+
+def test_a_requirement_the_record_contradicts_is_stated_as_not_met(client):
+    """Pain for 2 months against "more than 3 months": the reason must not read as if the pain had lasted longer."""
+    body = fixture_request("mbb-meets")
+    duration = next(e["resource"] for e in body["prefetch"]["observations"]["entry"]
+                    if e["resource"]["id"] == "mbb-meets-pain-duration")
+    duration["valueQuantity"]["value"] = 2
+
+    data = client.post(SIGN, json=body).get_json()
+
+    card = next(c for c in data["cards"] if c["source"]["topic"]["code"] == "coverage-info")
+    assert "**Criteria not met**\n- **Back pain present for more than 3 months**" in card["detail"]
+    assert "**Excluded by the guideline**" not in card["detail"]
+    reason = _not_covered_reason(data)
+    assert reason.startswith("Not medically necessary: not met: Back pain present for more than 3 months (")
+    assert "2026-10-14: 2 months when recorded" in reason

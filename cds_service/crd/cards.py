@@ -229,8 +229,10 @@ def _coverage_card(policy: Policy, outcome: Outcome, evaluations: list[OrderEval
         first = section[0]
         if multiple:
             lines += ["", f"#### {_codes_label(section)} — {_order_heading(section)}"]
-        if first.failed:
-            lines += ["", "**Criteria not met**", *_failed_lines(first.failed)]
+        if first.excluded:
+            lines += ["", "**Excluded by the guideline**", *_failed_lines(first.excluded)]
+        if first.unmet:
+            lines += ["", "**Criteria not met**", *_failed_lines(first.unmet)]
         if first.unresolved:
             lines += ["", "**On record but not established** (if confirmed, the guideline excludes these orders)",
                       *_failed_lines(first.unresolved)]

@@ -21,6 +21,7 @@ from ..fhirjson import as_dict
 from ..fhirjson import dicts
 from ..fhirjson import string
 from ..payers import PayerMatch
+from ..policy.engine import Finding
 from ..policy.engine import OrderEvaluation
 from ..policy.engine import Outcome
 from ..policy.engine import questionnaire_url
@@ -62,6 +63,11 @@ class CoverageDecision:
     reasons: tuple[Reason, ...] = ()
 
 
+def _what_was_found(finding: Finding) -> str:
+    """What the record shows against a requirement (its own reason, or its parts')."""
+    return "; ".join(dict.fromkeys(r for part in finding.walk() if (r := part.reason)))
+
+
 def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: str) -> CoverageDecision:
     """Map an evaluation to the CRD answer for the payer."""
     assertion_id = str(uuid.uuid4())
@@ -80,7 +86,9 @@ def decide(evaluation: OrderEvaluation, payer: PayerMatch, hook: str, version: s
     outcome = evaluation.outcome
 
     if outcome is Outcome.NOT_MEDICALLY_NECESSARY:
-        why = "; ".join(f.text for f in evaluation.failed)[:900]
+        why = "; ".join([f.text for f in evaluation.excluded] + [
+            f"not met: {f.text}" + (f" ({found})" if (found := _what_was_found(f)) else "")
+            for f in evaluation.unmet])[:900]
         return CoverageDecision(assertion_id, outcome.value, "not-covered",
                                 reasons=(*reasons, Reason(f"Not medically necessary: {why}")))
     if evaluation.evidence_gaps:
