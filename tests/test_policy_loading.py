@@ -69,6 +69,8 @@ def test_the_valid_demo_policy_loads(policy_dir):
      "after_latest_result: {codes: {finding: [no-such-result]}}}", None, "no-such-result"),
     ("          age: {min: 18}", "          observation: {codes: {loinc: [8480-6]}, unsited_is_every_level: true}", 20,
      "unsited_is_every_level only applies with at_level: true"),
+    ("          age: {min: 18}", "          observation: {codes: {loinc: [8480-6]}, body_site_text: [tributary]}", 20,
+     "body_site_text is an alternative to body_site codes"),
     ("          age: {min: 18}", "          procedure: {codes: {cpt: ['22633']}, unsited_is_every_level: true}", 20,
      "unsited_is_every_level only applies with at_level: true"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),

@@ -121,8 +121,11 @@ def _valid(ctx: Context, resource: dict) -> bool:
     return ctx.record.valid(resource)
 
 
-def _at_site(ctx: Context, body_sites: list[dict], codes: CodeSet | None, at_level: bool) -> bool:
-    if codes is not None and not any(codes.matches_concept(c) for c in body_sites):
+def _at_site(ctx: Context, body_sites: list[dict], codes: CodeSet | None, at_level: bool,
+             words: tuple[str, ...] = ()) -> bool:
+    """Whether the sites are one of *codes* (or name one of *words*) and, *at_level*, at the level asked."""
+    if codes is not None and not any(codes.matches_concept(c) for c in body_sites) and not (
+            words and any(affirms(concept_words(body_sites), word.lower()) for word in words)):
         return False
     if at_level and ctx.level is not None:
         levels, vertebrae = body_site_levels(body_sites)
@@ -329,7 +332,7 @@ def observation(p: ObservationPredicate, ctx: Context) -> LeafOutcome:
         sites = dicts(resource.get("bodySite"))
         if p.no_body_site and sites:
             continue
-        if not _at_site(ctx, sites, p.body_site, _at_level(p, sites)):
+        if not _at_site(ctx, sites, p.body_site, _at_level(p, sites), p.body_site_text):
             continue
         if start is not None and when < start:
             older = max(older or when, when)

@@ -179,6 +179,9 @@ class ObservationPredicate(LevelScoped):
     value_not_in: Codes | None = None
     value_boolean: bool | None = None
     body_site: Codes | None = None
+    #: Words naming a site no code stands for (a varicose tributary), read in the bodySite's text
+    #: and displays as an alternative to ``body_site``.
+    body_site_text: tuple[str, ...] = ()
     #: Results linked (partOf/focus) to a Procedure count only if it has one of these codes:
     #: the relief after a TFESI is not the relief after the facet block done the same day.
     part_of: Codes | None = None
@@ -192,6 +195,12 @@ class ObservationPredicate(LevelScoped):
     #: Only results naming no bodySite count: a finding read as at the site the diagnosis itself
     #: implies (the iliac lesion of a May-Thurner syndrome), beside a criterion naming the site.
     no_body_site: bool = False
+
+    @model_validator(mode="after")
+    def _site_words_widen_site_codes(self) -> "ObservationPredicate":
+        if self.body_site_text and self.body_site is None:
+            raise ValueError("body_site_text is an alternative to body_site codes: give body_site too")
+        return self
 
     @model_validator(mode="after")
     def _one_value_test(self) -> "ObservationPredicate":
