@@ -508,7 +508,8 @@ def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:
     for resource in ctx.record.find("Observation", p.codes):
         moment = parse_fhir_moment(resource.get("effectiveDateTime") or resource.get("effectiveInstant")
                                    or as_dict(resource.get("effectivePeriod")).get("start"))
-        raw = as_dict(resource.get("valueQuantity")).get("value")
+        # A 0-10 score is a number: charts send it as a Quantity ({score}) or as a plain valueInteger.
+        raw = as_dict(resource.get("valueQuantity")).get("value", resource.get("valueInteger"))
         if moment is None or string(resource.get("status")) not in _FINAL or type(raw) not in (int, float) \
                 or not _about_procedure(ctx, resource, p.procedure) or not _valid(ctx, resource):
             continue
