@@ -105,7 +105,8 @@ def searched_codes(catalog: Catalog) -> dict[str, frozenset[tuple[str, str]]]:
                      for codes in (leaf.predicate.part_of, leaf.predicate.after_latest_procedure) if codes]
             sets += [leaf.predicate.after_latest_procedure for leaf in leaves
                      if isinstance(leaf.predicate, ReportPredicate) and leaf.predicate.after_latest_procedure]
-            sets += [leaf.predicate.procedure for leaf in leaves if isinstance(leaf.predicate, ScoreReliefPredicate)]
+            sets += [codes for leaf in leaves if isinstance(leaf.predicate, ScoreReliefPredicate)
+                     for codes in (leaf.predicate.procedure, leaf.predicate.same_day_others) if codes]
         codes = frozenset(pair for s in sets for pair in s.exact)
         if codes and not any(s.icd_ranges for s in sets):  # ranges cannot be search tokens
             filters[rtype] = codes

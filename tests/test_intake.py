@@ -205,3 +205,5 @@ def test_the_bundled_policies_keep_the_prefetch_code_filters(catalog):
     assert {"Observation", "Procedure", "DiagnosticReport"} <= set(codes)
     queries = {t.key: t.query for t in build_templates(catalog)}
     assert "code=" in queries["observations"] and "code=" in queries["procedures"]
+    # an epidural the same day as a facet block decides whether unlinked pain scores are the block's
+    assert (CPT, "64483") in codes["Procedure"] and f"{CPT}|64483" in queries["procedures"]

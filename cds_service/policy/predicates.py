@@ -517,6 +517,12 @@ def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:
     before = [s for s in scores if _earlier(s[0], (day, time)) and s[0][0] >= p.baseline_within.before(day)]
     after = [s for s in scores if not _earlier(s[0], (day, time)) and s[0][0] <= p.measured_within.after(day)]
     linked = [s for s in after if _procedure_links(ctx, s[2])[1]]
+    if not linked and after and p.same_day_others is not None:
+        others = [r for r in ctx.record.find("Procedure", p.same_day_others) if r.get("status") == "completed"
+                  and _performed(r, ctx.as_of)[0] == day]
+        if others:
+            return _undocumented(f"{_ref(others[0])} was also done on {day}: a score not linked (partOf) to the "
+                                 "block cannot tell which injection relieved the pain", found=True)
     after = linked or after
     if not before or not after:
         missing = "before" if not before else "after"

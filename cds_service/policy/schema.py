@@ -286,6 +286,10 @@ class ScoreReliefPredicate(_Predicate):
     within: Period | None = None
     baseline_within: Period
     measured_within: Period
+    #: Other pain procedures (an epidural): done the same day as the procedure, they leave scores not
+    #: linked (partOf/focus) to either unattributable ("100% improvement following ... TFESI performed
+    #: on the same date as the first diagnostic facet block").
+    same_day_others: Codes | None = None
 
     @field_validator("value")
     @classmethod
