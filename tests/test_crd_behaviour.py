@@ -352,3 +352,20 @@ def test_a_requirement_the_record_contradicts_is_stated_as_not_met(client):
     reason = _not_covered_reason(data)
     assert reason.startswith("Not medically necessary: not met: Back pain present for more than 3 months (")
     assert "2026-10-14: 2 months when recorded" in reason
+
+
+def test_an_indication_the_record_rules_out_is_shown_beside_the_open_ones(client):
+    """May-Thurner with superficial truncal reflux: that route is not offered, and the card says why."""
+    body = fixture_request("cohere-may-thurner-meets")
+    reflux = next(e["resource"] for e in body["prefetch"]["observations"]["entry"]
+                  if e["resource"]["id"] == "cohere-mt-truncal-reflux")
+    reflux["valueBoolean"] = True
+
+    data = client.post(SIGN, json=body).get_json()
+
+    card = next(c for c in data["cards"] if c["source"]["topic"]["code"] == "coverage-info")
+    assert "documentation item needed" in card["summary"]
+    offered, ruled_out = card["detail"].split("Ruled out by the record:")
+    assert "Iliac vein compression syndrome" not in offered.split("Any one of:")[1]
+    assert "- Iliac vein compression syndrome with CEAP 4-6 changes and no superficial truncal reflux — not met: " \
+           "No superficial truncal reflux on duplex ultrasound (" in ruled_out

@@ -143,6 +143,12 @@ def _missing_lines(findings: Iterable[Finding]) -> list[str]:
                 still = "; ".join(inner.text for inner in alt.alternatives)
                 lines.append(f"   - {alt.text}{_where(alt)}" + (f" — still needs: {still}" if still else
                                                                   f": {alt.documentation}" if alt.documentation else ""))
+        if finding.ruled_out:
+            lines.append("   Ruled out by the record:")
+            for alt in finding.ruled_out:
+                why = "; ".join(f"{inner.text}" + (f" ({inner.reason})" if inner.reason else "")
+                                for inner in alt.alternatives) or alt.reason
+                lines.append(f"   - {alt.text}{_where(alt)}" + (f" — not met: {why}" if why else ""))
     return lines
 
 

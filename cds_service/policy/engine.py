@@ -90,6 +90,8 @@ class Finding:
     consequence: str | None = None
     suggestion: Suggestion | None = None
     safety: bool = False
+    #: For "one of" groups still open: the alternatives the record rules out, and why (not to document).
+    ruled_out: tuple["Finding", ...] = ()
 
     def walk(self) -> Iterable["Finding"]:
         yield self
@@ -325,8 +327,11 @@ def _open(result: NodeResult, status: Status) -> list[Finding]:
         if len(partial) == 1:
             # One partly documented alternative: say exactly what it still lacks.
             return _open(partial[0], status)
-        # Several partly documented (show those, each with what it lacks), or none (show all).
-        return [_finding(result, alternatives=tuple(_summary(c, status) for c in partial or candidates))]
+        # Several partly documented (show those, each with what it lacks), or none (show all), and
+        # the alternatives the record rules out, so a clinician sees why they are not offered.
+        ruled_out = tuple(_summary(c, Status.NOT_MET) for c in result.children if c.status is Status.NOT_MET)
+        return [_finding(result, alternatives=tuple(_summary(c, status) for c in partial or candidates),
+                         ruled_out=ruled_out)]
     # any_of not met, at_least undocumented / not met: one grouped item
     relevant = [c for c in result.children if c.status is not Status.MET]
     met = sum(1 for c in result.children if c.status is Status.MET)
