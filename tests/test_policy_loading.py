@@ -71,6 +71,8 @@ def test_the_valid_demo_policy_loads(policy_dir):
      "unsited_is_every_level only applies with at_level: true"),
     ("          age: {min: 18}", "          observation: {codes: {loinc: [8480-6]}, body_site_text: [tributary]}", 20,
      "body_site_text is an alternative to body_site codes"),
+    ("          age: {min: 18}", "          procedure: {codes: {cpt: ['97110']}, min_span: 3 months, calendar_weeks: true}",
+     20, "calendar_weeks counts the weeks of a min_span given in weeks"),
     ("          age: {min: 18}", "          procedure: {codes: {cpt: ['22633']}, unsited_is_every_level: true}", 20,
      "unsited_is_every_level only applies with at_level: true"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 from datetime import datetime
+from datetime import timedelta
 from datetime import timezone
 from decimal import Decimal
 from decimal import InvalidOperation
@@ -442,6 +443,13 @@ def procedure(p: ProcedurePredicate, ctx: Context) -> LeafOutcome:
     if len(matched) < p.min_count:
         return LeafOutcome(Status.UNDOCUMENTED, evidence, f"{len(matched)} documented; needs {p.min_count}")
     ok, reason = _span_check(spans, p.min_span, "performed")
+    if not ok and p.calendar_weeks:
+        weeks = {(first + timedelta(days=d)).isocalendar()[:2] for first, last in spans
+                 for d in range((last - first).days + 1)}
+        if len(weeks) >= p.min_span.amount:
+            ok, reason = True, f"performed in {len(weeks)} calendar weeks, {min(spans)[0]} to {max(e for _, e in spans)}"
+        else:
+            reason += f", or in {p.min_span.amount} calendar weeks ({len(weeks)} on record)"
     return LeafOutcome(Status.MET if ok else Status.UNDOCUMENTED, evidence, reason)
 
 

@@ -231,12 +231,21 @@ class ProcedurePredicate(LevelScoped):
     within: Period | None = None
     min_count: int = Field(1, ge=1)
     min_span: Period | None = None
+    #: With ``min_span`` in weeks: therapy in that many different calendar weeks shows it too. A
+    #: 6-week program of visits runs from the first week's Monday to the sixth week's Friday (39 days).
+    calendar_weeks: bool = False
     #: The vein, joint … treated: a Procedure coded at another site does not count, and one whose
     #: site is not coded cannot be told apart (undocumented).
     body_site: Codes | None = None
     #: A procedure done before the latest of these results did not settle what the result still
     #: shows (an ablation followed by a duplex with the junction still refluxing): it does not count.
     after_latest_result: LatestResult | None = None
+
+    @model_validator(mode="after")
+    def _calendar_weeks_count_a_span_in_weeks(self) -> "ProcedurePredicate":
+        if self.calendar_weeks and (self.min_span is None or self.min_span.unit != "week"):
+            raise ValueError("calendar_weeks counts the weeks of a min_span given in weeks ('6 weeks')")
+        return self
 
 
 class ReportPredicate(_Predicate):
