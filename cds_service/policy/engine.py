@@ -122,16 +122,18 @@ class OrderEvaluation:
     def excluded(self) -> tuple[Finding, ...]:
         """What the record shows that the guideline excludes (or a determination that applies):
         stated as findings, unlike ``unmet`` requirements."""
-        applies = {e.node.id for e in self.exclusions if e.status is Status.MET}
-        if self.rule is not None and self.rule.not_medically_necessary is not None:
-            applies.add(self.rule.not_medically_necessary.id)
-        return tuple(f for f in self.failed if f.id in applies)
+        return tuple(f for f in self.failed if f.id in self._applying_ids())
 
     @property
     def unmet(self) -> tuple[Finding, ...]:
         """The requirements the record contradicts."""
-        excluded = self.excluded
-        return tuple(f for f in self.failed if f not in excluded)
+        return tuple(f for f in self.failed if f.id not in self._applying_ids())
+
+    def _applying_ids(self) -> set[str]:
+        ids = {e.node.id for e in self.exclusions if e.status is Status.MET}
+        if self.rule is not None and self.rule.not_medically_necessary is not None:
+            ids.add(self.rule.not_medically_necessary.id)
+        return ids
 
     @property
     def missing_ids(self) -> tuple[str, ...]:

@@ -126,12 +126,17 @@ def _at_site(ctx: Context, body_sites: list[dict], codes: CodeSet | None, at_lev
              words: tuple[str, ...] = ()) -> bool:
     """Whether the sites are one of *codes* (or name one of *words*) and, *at_level*, at the level asked."""
     if codes is not None and not any(codes.matches_concept(c) for c in body_sites) and not (
-            words and any(affirms(concept_words(body_sites), word.lower()) for word in words)):
+            words and _names_any(concept_words(body_sites), words)):
         return False
     if at_level and ctx.level is not None:
         levels, vertebrae = body_site_levels(body_sites)
         return ctx.level in levels or any(ctx.level.touches(v) for v in vertebrae)
     return True
+
+
+def _names_any(text: str, words: tuple[str, ...]) -> bool:
+    """Whether lower-case *text* names one of *words*, not negated (``record.affirms``)."""
+    return any(affirms(text, word.lower()) for word in words)
 
 
 def _at_level(p: LevelScoped, body_sites: list[dict]) -> bool:
@@ -464,8 +469,8 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
         if string(resource.get("status")) not in _FINAL or not _valid(ctx, resource):
             continue
         if concluded and not _concludes(p, resource):
-            if resource.get("conclusionCode") or resource.get("conclusion"):
-                wrong_conclusion.append(resource)
+            if resource.get("conclusionCode") or (p.conclusion_text and resource.get("conclusion")):
+                wrong_conclusion.append(resource)  # concludes something else, in the form asked for
             continue
         hits.append((_effective(resource), resource))
     if not concluded:
@@ -500,8 +505,7 @@ def _concludes(p: ReportPredicate, report: dict) -> bool:
         return True
     if not p.conclusion_text:
         return False
-    narrative = concept_words(concepts, string(report.get("conclusion")))
-    return any(affirms(narrative, word.lower()) for word in p.conclusion_text)
+    return _names_any(concept_words(concepts, string(report.get("conclusion"))), p.conclusion_text)
 
 
 def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:
@@ -559,13 +563,12 @@ def _sort_key(moment: tuple[date, datetime | None]) -> tuple[date, datetime]:
 
 
 def allergy(p: AllergyPredicate, ctx: Context) -> LeafOutcome:
-    words = [w.lower() for w in p.text]
     supporting, contradicting = [], []
     for resource in ctx.record.resources("AllergyIntolerance"):
         texts = " | ".join([ctx.record.text_of(resource)] + [
             str(n.get("text", "")).lower() for n in dicts(resource.get("note"))])
         coded = p.codes is not None and any(p.codes.matches_concept(c) for c in ctx.record.concepts_of(resource))
-        if not (coded or any(affirms(texts, w) for w in words)) or not _valid(ctx, resource):
+        if not (coded or _names_any(texts, p.text)) or not _valid(ctx, resource):
             continue
         if _code(resource.get("verificationStatus")) in _REFUTED or \
                 _code(resource.get("clinicalStatus")) in ("inactive", "resolved"):
