@@ -114,17 +114,56 @@ def affirms(text: str, term: str) -> bool:
 
     Text criteria match words in concept texts and displays, where "Spondylosis without myelopathy
     or radiculopathy", "May-Thurner ruled out" or "Family history of multiple sclerosis" name a
-    condition the patient does not have.
+    condition the patient does not have. A term may leave a gap ("severe … stenosis": up to four
+    words between, within the clause, none a negation, "with" or another degree word) for the words
+    reports put inside a phrase ("severe central and lateral recess stenosis").
     """
-    start = text.find(term)
-    while start != -1:
-        end = start + len(term)
+    return next(_affirmed(text, term), None) is not None
+
+
+def affirmed_spans(text: str, term: str) -> list[tuple[int, int]]:
+    """Where lower-case *text* names *term* without negating it (``affirms``), as (start, end)."""
+    return list(_affirmed(text, term))
+
+
+def _affirmed(text: str, term: str) -> Iterator[tuple[int, int]]:
+    for start, end in _occurrences(text, term):
         clause_start = max(text.rfind(mark, 0, start) for mark in _CLAUSE_ENDS) + 1
         clause_end = min((i for mark in _CLAUSE_ENDS if (i := text.find(mark, end)) != -1), default=len(text))
         if not _NEGATION_BEFORE.search(text, clause_start, start) and not _NEGATION_AFTER.search(text, end, clause_end):
-            return True
+            yield start, end
+
+
+_GAP_MARK = re.compile(r"\s*(?:…|\.\.\.)\s*")
+#: What a gap in a term spans: up to four words, no clause end, no negation ("mild disc bulge without
+#: stenosis"), no "with" ("mild facet arthropathy with stenosis") and no other degree word ("mild disc bulge and
+#: moderate stenosis" is not a mild stenosis).
+_GAP = (r"(?:\s+(?!(?:no|not|without|free|absent|negative|with|mild\w*|minimal\w*|moderate\w*|severe\w*|marked\w*"
+        r"|critical\w*)\b)[^\s.;,:|]+){0,4}\s+")
+
+
+@functools.lru_cache(maxsize=1024)
+def term_anchor(term: str) -> str:
+    """The longest part of *term* written out: text without it cannot name the term."""
+    return max(_GAP_MARK.split(term), key=len)
+
+
+@functools.lru_cache(maxsize=1024)
+def _gapped(term: str) -> re.Pattern | None:
+    parts = _GAP_MARK.split(term)
+    return re.compile(_GAP.join(map(re.escape, parts))) if len(parts) > 1 else None
+
+
+def _occurrences(text: str, term: str) -> Iterator[tuple[int, int]]:
+    """Where *term* occurs in *text*, as (start, end)."""
+    pattern = _gapped(term) if "…" in term or "..." in term else None
+    if pattern is not None:
+        yield from (match.span() for match in pattern.finditer(text))
+        return
+    start = text.find(term)
+    while start != -1:
+        yield start, start + len(term)
         start = text.find(term, start + 1)
-    return False
 
 
 # --- spinal levels ------------------------------------------------------------------
@@ -174,18 +213,87 @@ def _vertebra(letter: str, number: str) -> str | None:
     return name if name in _POSITION else None
 
 
+def _named_levels(match: re.Match) -> set[SpinalLevel]:
+    """The interspaces a _LEVEL_TEXT match names ("L2-L4" is two)."""
+    letter, first, letter2, second = match.groups()
+    top, bottom = _vertebra(letter, first), _vertebra(letter2 or letter, second)
+    if top is None or bottom is None or _POSITION[bottom] <= _POSITION[top]:
+        return set()
+    return {SpinalLevel.between(_VERTEBRAE[i], _VERTEBRAE[i + 1]) for i in range(_POSITION[top], _POSITION[bottom])}
+
+
 def levels_in_text(text: str) -> tuple[set[SpinalLevel], set[str]]:
     """Interspaces ("L4-L5", "L4/5", "L2-L4" = two levels) and lone vertebrae named in text."""
     levels: set[SpinalLevel] = set()
-    for letter, first, letter2, second in _LEVEL_TEXT.findall(text):
-        top, bottom = _vertebra(letter, first), _vertebra(letter2 or letter, second)
-        if top is None or bottom is None or _POSITION[bottom] <= _POSITION[top]:
-            continue
-        for i in range(_POSITION[top], _POSITION[bottom]):
-            levels.add(SpinalLevel.between(_VERTEBRAE[i], _VERTEBRAE[i + 1]))
+    for match in _LEVEL_TEXT.finditer(text):
+        levels |= _named_levels(match)
     remainder = _LEVEL_TEXT.sub(" ", text)
     vertebrae = {v for v in (_vertebra(a, b) for a, b in _VERTEBRA_TEXT.findall(remainder)) if v}
     return levels, vertebrae
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.;])\s+")
+#: What may stand before a level that heads its sentence: "L4-5: …", "At the L4-L5 level, …", "2) L3-4 …".
+_HEADING = re.compile(r"\W*(?:\d{1,2}[.)]\W*)?(?:at\s+)?(?:the\s+)?(?:level\s+)?", re.IGNORECASE)
+#: What may join levels that share their words: "at L3-4 and L4-5", "L3-4, L4-5 and L5-S1".
+_JOINED = re.compile(r"\s*(?:,\s*)?(?:and|or|&|as well as)?\s*(?:at\s+)?(?:the\s+)?", re.IGNORECASE)
+
+
+_LAST_BREAK = re.compile(r".*[,;]", re.DOTALL)
+_FIRST_CONJUNCTION = re.compile(r"\s(?:and|but|whereas|while)\s", re.IGNORECASE)
+
+
+def _clause_break(sentence: str, start: int, end: int) -> int:
+    """Where the words between two levels named after their words change level: at the last comma
+    ("… at L3-4 with cord compression, and mild stenosis at L4-5"), else at the first conjunction."""
+    comma = _LAST_BREAK.match(sentence, start, end)
+    if comma:
+        return comma.end()
+    conjunction = _FIRST_CONJUNCTION.search(sentence, start, end)
+    return conjunction.start() if conjunction else start
+
+
+def level_passages(text: str) -> list[tuple[frozenset[SpinalLevel], str]]:
+    """The passages of a narrative (an imaging report's impression), each with the interspaces it speaks of.
+
+    A report grades each level in its own words ("Severe stenosis at L4-5 and mild stenosis at
+    L3-4"; "L4-L5: disc bulge. Severe central stenosis."): a level that heads its sentence owns the
+    words after it, and the sentences after that until another level is named; a level named after
+    its words owns them back to the previous level's clause, and the rest of its own clause ("at
+    L3-4 with compression of the cauda equina, and …"). Lone vertebrae ("the L5 nerve root") are words.
+    """
+    passages: list[tuple[frozenset[SpinalLevel], str]] = []
+    heading: frozenset[SpinalLevel] | None = None
+    for line in text.splitlines():
+        # A numbered finding on a new line is a new subject, unless the line above only named a level.
+        heading = heading if passages and _HEADING.fullmatch(_LEVEL_TEXT.sub("", passages[-1][1]).strip(" :.")) \
+            else None
+        for sentence in _SENTENCE_BREAK.split(line):
+            groups: list[list] = []  # [start, end, levels] of levels named together
+            for match in _LEVEL_TEXT.finditer(sentence):
+                levels = _named_levels(match)
+                if not levels:
+                    continue
+                if groups and _JOINED.fullmatch(sentence, groups[-1][1], match.start()):
+                    groups[-1][1:] = [match.end(), groups[-1][2] | levels]
+                else:
+                    groups.append([match.start(), match.end(), levels])
+            if not groups:
+                if heading:
+                    passages.append((heading, sentence))
+                continue
+            if _HEADING.fullmatch(sentence, 0, groups[0][0]):
+                bounds = [(start, following[0]) for (start, _, _), following in zip(groups, groups[1:])]
+                bounds.append((groups[-1][0], len(sentence)))
+                heading = frozenset(groups[-1][2])
+            else:
+                cuts = [0] + [_clause_break(sentence, done[1], following[0])
+                              for done, following in zip(groups, groups[1:])] + [len(sentence)]
+                bounds = list(zip(cuts, cuts[1:]))
+                heading = None
+            passages.extend((frozenset(levels), sentence[start:end])
+                            for (start, end), (_, _, levels) in zip(bounds, groups))
+    return passages
 
 
 def body_site_levels(concepts: Iterable[dict]) -> tuple[set[SpinalLevel], set[str]]:
@@ -477,7 +585,7 @@ class PatientRecord:
             hits: set[int] = set()
             for word in words:  # word by word: a handful of words, tens of resources
                 word = word.lower()
-                if word in everything:
+                if term_anchor(word) in everything:
                     hits.update([i for i, text in enumerate(texts) if affirms(text, word)])
             found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)

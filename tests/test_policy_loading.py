@@ -75,6 +75,10 @@ def test_the_valid_demo_policy_loads(policy_dir):
      20, "calendar_weeks counts the weeks of a min_span given in weeks"),
     ("          age: {min: 18}", "          procedure: {codes: {cpt: ['22633']}, unsited_is_every_level: true}", 20,
      "unsited_is_every_level only applies with at_level: true"),
+    ("          age: {min: 18}", "          report: {codes: {loinc: [24968-0]}, at_level: true}", 20,
+     "at_level reads the levels a conclusion names: it needs conclusion_text"),
+    ("          age: {min: 18}", "          report: {codes: {loinc: [24968-0]}, conclusion_text_not: [mild … stenosis]}",
+     20, "conclusion_text_not qualifies conclusion_text"),
     ("id: demo\n", "id: other\n", 1, "must match the file name"),
     ("title: Demo policy", "title: [unclosed", 3, "invalid YAML"),
 ])

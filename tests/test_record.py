@@ -10,6 +10,7 @@ from cds_service.record import PatientRecord
 from cds_service.record import SpinalLevel
 from cds_service.record import affirms
 from cds_service.record import body_site_levels
+from cds_service.record import level_passages
 
 ICD_BY_OID = {"resourceType": "Condition", "id": "c",
               "code": {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.90", "code": " m54.16 "}]}}
@@ -110,6 +111,49 @@ def test_text_that_negates_a_term_does_not_name_it() -> None:
                                     "display": "Spondylosis without myelopathy or radiculopathy, lumbar region"}]}}
     named = {"resourceType": "Condition", "id": "r", "code": {"text": "Lumbar radiculopathy"}}
     assert refs(PatientRecord([negated, named]).mentioning("Condition", ("radiculopathy",))) == {"Condition/r"}
+
+
+def test_a_term_with_a_gap_takes_the_words_reports_put_inside_a_phrase() -> None:
+    """"severe … stenosis" is how a policy asks for "severe central canal stenosis": up to three words
+    between, in the same clause, none of them a negation."""
+    assert affirms("severe central canal stenosis", "severe … stenosis")
+    assert affirms("severe bilateral neural foraminal stenosis", "severe ... stenosis")
+    assert not affirms("severe facet arthropathy; stenosis elsewhere", "severe … stenosis")  # another clause
+    assert affirms("severe central and lateral recess stenosis", "severe … stenosis")
+    assert not affirms("mild disc desiccation at two levels, stenosis", "mild … stenosis")  # another clause
+    assert not affirms("mild loss of disc height at two levels and stenosis", "mild … stenosis")  # five words between
+    assert not affirms("mild disc bulge without stenosis", "mild … stenosis")  # a negation in the gap
+    assert not affirms("mild facet arthropathy with stenosis", "mild … stenosis")  # another finding's degree
+    assert not affirms("mild disc bulge and moderate stenosis", "mild … stenosis")  # another degree word
+    assert not affirms("no severe central stenosis", "severe … stenosis")
+    assert affirms("no significant canal or foraminal stenosis", "no significant … stenosis")  # its own "no"
+    gapped = {"resourceType": "Condition", "id": "g", "code": {"text": "Severe lumbar canal stenosis"}}
+    assert refs(PatientRecord([gapped]).mentioning("Condition", ("severe … stenosis",))) == {"Condition/g"}
+
+
+def _passages(text: str) -> list[tuple[list[str], str]]:
+    return [(sorted(level.label for level in levels), passage.strip()) for levels, passage in level_passages(text)]
+
+
+def test_an_imaging_conclusion_is_read_level_by_level() -> None:
+    """Each level owns the words a radiologist wrote about it: after a level that heads its sentence
+    (and the sentences after it, on its line), before a level named after its words."""
+    assert _passages("Severe stenosis at L4-5 and mild stenosis at L3-4.") == [
+        (["L4-L5"], "Severe stenosis at L4-5"), (["L3-L4"], "and mild stenosis at L3-4.")]
+    assert _passages("L4-L5: Disc bulge. Severe central canal stenosis.\nMild disc bulge without stenosis.") == [
+        (["L4-L5"], "L4-L5: Disc bulge."), (["L4-L5"], "Severe central canal stenosis.")]  # a new line, a new subject
+    assert _passages("L4-L5:\nSevere central canal stenosis.") == [
+        (["L4-L5"], "L4-L5:"), (["L4-L5"], "Severe central canal stenosis.")]  # a heading on its own line
+    assert _passages("Moderate stenosis at L3-4 and L4-5, mild at L5-S1.") == [
+        (["L3-L4", "L4-L5"], "Moderate stenosis at L3-4 and L4-5,"), (["L5-S1"], "mild at L5-S1.")]
+    assert _passages("Severe stenosis at L3-4 with compression of the cauda equina, and mild stenosis at L4-5.") == [
+        (["L3-L4"], "Severe stenosis at L3-4 with compression of the cauda equina,"),
+        (["L4-L5"], "and mild stenosis at L4-5.")]
+    assert _passages("1. At L4-5 there is severe stenosis, and at L5-S1 mild stenosis.") == [
+        (["L4-L5"], "L4-5 there is severe stenosis, and at"), (["L5-S1"], "L5-S1 mild stenosis.")]
+    assert _passages("Grade 1 anterolisthesis of L4 on L5 with compression of the L5 nerve roots.") == [
+        (["L4-L5"], "Grade 1 anterolisthesis of L4 on L5 with compression of the L5 nerve roots.")]
+    assert _passages("No acute fracture. Vertebral body heights are maintained.") == []
 
 
 def test_consecutive_vertebrae_name_their_segment_and_a_lone_one_stays_a_vertebra() -> None:

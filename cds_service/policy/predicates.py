@@ -27,9 +27,12 @@ from ..fhirjson import string
 from ..record import Order
 from ..record import PatientRecord
 from ..record import SpinalLevel
+from ..record import affirmed_spans
 from ..record import affirms
 from ..record import body_site_levels
 from ..record import concept_words
+from ..record import level_passages
+from ..record import levels_in_text
 from .schema import AgePredicate
 from .schema import AllergyPredicate
 from .schema import ConditionPredicate
@@ -463,16 +466,31 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
     treated = _latest_procedure(ctx, p.after_latest_procedure) if p.after_latest_procedure else None
     follows = p.min_gap.after(treated) if treated is not None and p.min_gap else treated
     superseding = _latest_result(ctx, p.superseded_by) if p.superseded_by else None
-    hits, wrong_conclusion = [], []
+    hits, wrong_conclusion, contrary = [], [], []
     concluded = p.conclusion is not None or bool(p.conclusion_text)
+    by_level = p.at_level and ctx.level is not None
+    reports = []
     for resource in ctx.record.find("DiagnosticReport", p.codes):
         if string(resource.get("status")) not in _FINAL or not _valid(ctx, resource):
             continue
-        if concluded and not _concludes(p, resource):
-            if resource.get("conclusionCode") or (p.conclusion_text and resource.get("conclusion")):
-                wrong_conclusion.append(resource)  # concludes something else, in the form asked for
-            continue
-        hits.append((_effective(resource), resource))
+        passages = _passages_at_level(p, ctx, resource) if by_level else None
+        if by_level and not passages:
+            continue  # speaks of other levels
+        reports.append((_effective(resource), resource, passages))
+    latest = None
+    if by_level and reports:  # the latest imaging of the level decides
+        latest = max((when for when, _, _ in reports if when is not None), default=None)
+        reports = [item for item in reports if item[0] == latest]
+    said = None
+    for when, resource, passages in reports:
+        verdict, passage = _reading(p, resource, passages) if concluded else (True, None)
+        if verdict:
+            hits.append((when, resource))
+            said = said or passage
+        elif verdict is False and by_level:
+            contrary.append((resource, passage))
+        elif passages or resource.get("conclusionCode") or (p.conclusion_text and resource.get("conclusion")):
+            wrong_conclusion.append(resource)  # concludes something else, in the form asked for
     if not concluded:
         for resource in ctx.record.find("DocumentReference", p.codes):
             if resource.get("status") != "current" or not _valid(ctx, resource):
@@ -484,7 +502,8 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
               and (follows is None or when >= follows)]
     current = [r for when, r in recent if superseding is None or when >= superseding[0]]
     if current:
-        return LeafOutcome(Status.MET, tuple(map(_ref, current)))
+        return LeafOutcome(Status.MET, tuple(map(_ref, current)),
+                           f"{latest}: \"{_quote(said)}\" ({ctx.level.label})" if by_level and said else None)
     if recent:
         return _undocumented(f"the report predates {_ref(superseding[1])} of {superseding[0]}", found=True)
     older = max((w for w, _ in hits if w is not None), default=None)
@@ -493,19 +512,54 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
         return _undocumented(f"latest report is from {older}, {gap} the {treated} treatment", found=True)
     if older is not None:
         return _undocumented(f"latest report is from {older}, before {start} ({p.within} window)", found=True)
+    if contrary:
+        return LeafOutcome(Status.NOT_MET, tuple(_ref(r) for r, _ in contrary),
+                           f"{latest}: \"{_quote(contrary[0][1])}\" ({ctx.level.label})")
+    if wrong_conclusion and by_level:
+        # Silent on it: like no report at all where absence decides (``absent``).
+        return LeafOutcome(Status.UNDOCUMENTED, tuple(map(_ref, wrong_conclusion)),
+                           f"the latest report on {ctx.level.label} ({latest}) does not state it", found=False)
     if wrong_conclusion:
         return _undocumented("report on record without the required finding", found=True)
     return _undocumented()
 
 
-def _concludes(p: ReportPredicate, report: dict) -> bool:
-    """Whether *report* concludes what *p* asks: a coded conclusion, or the words in its conclusion narrative."""
-    concepts = dicts(report.get("conclusionCode"))
-    if p.conclusion is not None and any(p.conclusion.matches_concept(c) for c in concepts):
-        return True
-    if not p.conclusion_text:
-        return False
-    return _names_any(concept_words(concepts, string(report.get("conclusion"))), p.conclusion_text)
+def _passages_at_level(p: ReportPredicate, ctx: Context, report: dict) -> list[str]:
+    """What the conclusion says about the level asked (``unsited_is_every_level``: all of one naming no level)."""
+    conclusion = string(report.get("conclusion"))
+    passages = [text for levels, text in level_passages(conclusion) if ctx.level in levels]
+    if not passages and p.unsited_is_every_level and conclusion and not levels_in_text(conclusion)[0]:
+        passages = [conclusion]
+    return passages
+
+
+def _reading(p: ReportPredicate, report: dict, passages: list[str] | None) -> tuple[bool | None, str | None]:
+    """Whether *report* concludes what *p* asks (True), states what rules it out (False, ``conclusion_text_not``)
+    or neither (None), with the passage that tells. A coded conclusion, or the words in the conclusion
+    narrative; in *passages*, the parts of it about one level, when given. Where a passage states both
+    (moderate central, mild foraminal stenosis), what *p* asks wins."""
+    if passages is None:
+        concepts = dicts(report.get("conclusionCode"))
+        if p.conclusion is not None and any(p.conclusion.matches_concept(c) for c in concepts):
+            return True, None
+        if not p.conclusion_text:
+            return None, None
+        passages = [concept_words(concepts, string(report.get("conclusion")))]
+    contrary = None
+    for passage in passages:
+        text = passage.lower()
+        # A phrase inside a ruling-out one is not stated: "mild to moderate stenosis" names "moderate … stenosis".
+        ruled = [span for word in p.conclusion_text_not for span in affirmed_spans(text, word.lower())]
+        if any(not any(r_start <= start and end <= r_end for r_start, r_end in ruled)
+               for word in p.conclusion_text for start, end in affirmed_spans(text, word.lower())):
+            return True, passage
+        contrary = contrary or (passage if ruled else None)
+    return (False, contrary) if contrary else (None, None)
+
+
+def _quote(passage: str, limit: int = 160) -> str:
+    passage = " ".join(passage.split())
+    return passage if len(passage) <= limit else passage[:limit - 1] + "…"
 
 
 def score_relief(p: ScoreReliefPredicate, ctx: Context) -> LeafOutcome:

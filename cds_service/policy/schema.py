@@ -248,8 +248,13 @@ class ProcedurePredicate(LevelScoped):
         return self
 
 
-class ReportPredicate(_Predicate):
-    """A DiagnosticReport or DocumentReference of one of the types, optionally with a given conclusion."""
+class ReportPredicate(LevelScoped):
+    """A DiagnosticReport or DocumentReference of one of the types, optionally with a given conclusion.
+
+    With ``at_level`` (and ``conclusion_text``), the conclusion is read level by level
+    (``record.level_passages``): "Severe stenosis at L4-5 and mild stenosis at L3-4" shows severe
+    stenosis at L4-L5 only. Of the reports whose conclusion names the level, the latest decides.
+    """
 
     kind: Literal["report"] = Field("report", alias="__kind", exclude=True)
 
@@ -260,6 +265,11 @@ class ReportPredicate(_Predicate):
     #: codes are read where imaging reports put them ("Deep veins patent and compressible").
     #: With ``conclusion`` too, either one shows the finding.
     conclusion_text: tuple[str, ...] = ()
+    #: Words that rule the finding out (with ``at_level``, in the passage about the level): the
+    #: latest report stating them fails the criterion ("no significant stenosis at L2-3"). Words
+    #: of ``conclusion_text`` inside such a phrase do not count ("mild to moderate stenosis" names
+    #: "moderate … stenosis"); elsewhere in the passage they do (moderate central, mild foraminal).
+    conclusion_text_not: tuple[str, ...] = ()
     #: Reports dated before the latest result with these codes do not count: a finding recorded
     #: later (the deep veins read not patent on a newer duplex) supersedes an older report's words.
     superseded_by: LatestResult | None = None
@@ -273,6 +283,11 @@ class ReportPredicate(_Predicate):
     def _gap_after_a_procedure(self) -> "ReportPredicate":
         if self.min_gap is not None and self.after_latest_procedure is None:
             raise ValueError("min_gap is the time after the latest procedure: it needs after_latest_procedure")
+        if self.conclusion_text_not and not self.conclusion_text:
+            raise ValueError("conclusion_text_not qualifies conclusion_text: give conclusion_text too")
+        if self.at_level and (not self.conclusion_text or self.conclusion is not None):
+            raise ValueError("at_level reads the levels a conclusion names: it needs conclusion_text and no coded "
+                             "conclusion (conclusionCode names no level)")
         return self
 
 
