@@ -481,6 +481,8 @@ def deciding_resources(predicate: _Strict) -> tuple[str, ...]:
     ``part_of`` resolves or an ``after_latest_procedure`` dates. When one could not be retrieved,
     "not on record" proves nothing."""
     types = PREDICATE_RESOURCES[type(predicate)]
+    if isinstance(predicate, ReportPredicate) and (predicate.conclusion is not None or predicate.conclusion_text):
+        types = ("DiagnosticReport",)  # a DocumentReference has no conclusion to read
     if isinstance(predicate, ObservationPredicate) and (predicate.part_of or predicate.after_latest_procedure) or \
             isinstance(predicate, ReportPredicate) and predicate.after_latest_procedure:
         types += ("Procedure",)
