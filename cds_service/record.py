@@ -118,12 +118,18 @@ def affirms(text: str, term: str) -> bool:
     words between, within the clause, none a negation, "with" or another degree word) for the words
     reports put inside a phrase ("severe central and lateral recess stenosis").
     """
-    return next(_affirmed(text, term), None) is not None
+    return _may_name(text, term) and next(_affirmed(text, term), None) is not None
 
 
 def affirmed_spans(text: str, term: str) -> list[tuple[int, int]]:
     """Where lower-case *text* names *term* without negating it (``affirms``), as (start, end)."""
-    return list(_affirmed(text, term))
+    return list(_affirmed(text, term)) if _may_name(text, term) else []
+
+
+def _may_name(text: str, term: str) -> bool:
+    """Whether every written-out part of *term* is in *text* (most terms are in no text: nothing more to do)."""
+    gapped = _gapped(term) if "…" in term or "..." in term else None
+    return term in text if gapped is None else all(part in text for part in gapped[1])
 
 
 def _affirmed(text: str, term: str) -> Iterator[tuple[int, int]]:
@@ -149,16 +155,16 @@ def term_anchor(term: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _gapped(term: str) -> re.Pattern | None:
-    parts = _GAP_MARK.split(term)
-    return re.compile(_GAP.join(map(re.escape, parts))) if len(parts) > 1 else None
+def _gapped(term: str) -> tuple[re.Pattern, tuple[str, ...]] | None:
+    parts = tuple(_GAP_MARK.split(term))
+    return (re.compile(_GAP.join(map(re.escape, parts))), parts) if len(parts) > 1 else None
 
 
 def _occurrences(text: str, term: str) -> Iterator[tuple[int, int]]:
     """Where *term* occurs in *text*, as (start, end)."""
-    pattern = _gapped(term) if "…" in term or "..." in term else None
-    if pattern is not None:
-        yield from (match.span() for match in pattern.finditer(text))
+    gapped = _gapped(term) if "…" in term or "..." in term else None
+    if gapped is not None:
+        yield from (match.span() for match in gapped[0].finditer(text))
         return
     start = text.find(term)
     while start != -1:
@@ -476,6 +482,7 @@ class PatientRecord:
         self._texts: dict[int, str] = {}
         self._found: dict[tuple[str, int], tuple[CodeSet, list[dict]]] = {}
         self._mentions: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+        self._passages: dict[str, list[tuple[frozenset[SpinalLevel], str]]] = {}
         #: text_of each resource in resources() order, and all of them as lines of one string
         self._type_texts: dict[str, tuple[list[str], str]] = {}
         self._valid: dict[int, bool] = {}
@@ -589,6 +596,13 @@ class PatientRecord:
                     hits.update([i for i, text in enumerate(texts) if affirms(text, word)])
             found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)
+
+    def level_passages(self, text: str) -> list[tuple[frozenset[SpinalLevel], str]]:
+        """``level_passages(text)``, worked out once for the request (each level-read criterion asks)."""
+        found = self._passages.get(text)
+        if found is None:
+            found = self._passages[text] = level_passages(text)
+        return found
 
     def resolve(self, reference: Any, within: dict | None = None) -> dict | None:
         """Resolve a Reference (dict or string): contained '#id', 'Type/id' or an absolute URL."""

@@ -31,7 +31,6 @@ from ..record import affirmed_spans
 from ..record import affirms
 from ..record import body_site_levels
 from ..record import concept_words
-from ..record import level_passages
 from ..record import levels_in_text
 from .schema import AgePredicate
 from .schema import AllergyPredicate
@@ -527,7 +526,7 @@ def report(p: ReportPredicate, ctx: Context) -> LeafOutcome:
 def _passages_at_level(p: ReportPredicate, ctx: Context, report: dict) -> list[str]:
     """What the conclusion says about the level asked (``unsited_is_every_level``: all of one naming no level)."""
     conclusion = string(report.get("conclusion"))
-    passages = [text for levels, text in level_passages(conclusion) if ctx.level in levels]
+    passages = [text for levels, text in ctx.record.level_passages(conclusion) if ctx.level in levels]
     if not passages and p.unsited_is_every_level and conclusion and not levels_in_text(conclusion)[0]:
         passages = [conclusion]
     return passages
@@ -548,12 +547,19 @@ def _reading(p: ReportPredicate, report: dict, passages: list[str] | None) -> tu
     contrary = None
     for passage in passages:
         text = passage.lower()
+        if not p.conclusion_text_not:
+            if _names_any(text, p.conclusion_text):
+                return True, passage
+            continue
+        stated = [span for word in p.conclusion_text for span in affirmed_spans(text, word.lower())]
+        if not stated:
+            contrary = contrary or (passage if _names_any(text, p.conclusion_text_not) else None)
+            continue
         # A phrase inside a ruling-out one is not stated: "mild to moderate stenosis" names "moderate … stenosis".
         ruled = [span for word in p.conclusion_text_not for span in affirmed_spans(text, word.lower())]
-        if any(not any(r_start <= start and end <= r_end for r_start, r_end in ruled)
-               for word in p.conclusion_text for start, end in affirmed_spans(text, word.lower())):
+        if any(not any(r_start <= start and end <= r_end for r_start, r_end in ruled) for start, end in stated):
             return True, passage
-        contrary = contrary or (passage if ruled else None)
+        contrary = contrary or passage
     return (False, contrary) if contrary else (None, None)
 
 
