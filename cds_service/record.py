@@ -128,7 +128,7 @@ def affirmed_spans(text: str, term: str) -> list[tuple[int, int]]:
 
 def _may_name(text: str, term: str) -> bool:
     """Whether every written-out part of *term* is in *text* (most terms are in no text: nothing more to do)."""
-    gapped = _gapped(term) if "…" in term or "..." in term else None
+    gapped = _gapped(term)
     return term in text if gapped is None else all(part in text for part in gapped[1])
 
 
@@ -148,21 +148,20 @@ _GAP = (r"(?:\s+(?!(?:no|not|without|free|absent|negative|with|mild\w*|minimal\w
         r"|critical\w*)\b)[^\s.;,:|]+){0,4}\s+")
 
 
-@functools.lru_cache(maxsize=1024)
-def term_anchor(term: str) -> str:
-    """The longest part of *term* written out: text without it cannot name the term."""
-    return max(_GAP_MARK.split(term), key=len)
-
-
-@functools.lru_cache(maxsize=1024)
 def _gapped(term: str) -> tuple[re.Pattern, tuple[str, ...]] | None:
+    """The pattern and written-out parts of a term with a gap; None for a plain term."""
+    return _gap_pattern(term) if "…" in term or "..." in term else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _gap_pattern(term: str) -> tuple[re.Pattern, tuple[str, ...]]:
     parts = tuple(_GAP_MARK.split(term))
-    return (re.compile(_GAP.join(map(re.escape, parts))), parts) if len(parts) > 1 else None
+    return re.compile(_GAP.join(map(re.escape, parts))), parts
 
 
 def _occurrences(text: str, term: str) -> Iterator[tuple[int, int]]:
     """Where *term* occurs in *text*, as (start, end)."""
-    gapped = _gapped(term) if "…" in term or "..." in term else None
+    gapped = _gapped(term)
     if gapped is not None:
         yield from (match.span() for match in gapped[0].finditer(text))
         return
@@ -243,8 +242,6 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.;])\s+")
 _HEADING = re.compile(r"\W*(?:\d{1,2}[.)]\W*)?(?:at\s+)?(?:the\s+)?(?:level\s+)?", re.IGNORECASE)
 #: What may join levels that share their words: "at L3-4 and L4-5", "L3-4, L4-5 and L5-S1".
 _JOINED = re.compile(r"\s*(?:,\s*)?(?:and|or|&|as well as)?\s*(?:at\s+)?(?:the\s+)?", re.IGNORECASE)
-
-
 _LAST_BREAK = re.compile(r".*[,;]", re.DOTALL)
 _FIRST_CONJUNCTION = re.compile(r"\s(?:and|but|whereas|while)\s", re.IGNORECASE)
 
@@ -592,7 +589,7 @@ class PatientRecord:
             hits: set[int] = set()
             for word in words:  # word by word: a handful of words, tens of resources
                 word = word.lower()
-                if term_anchor(word) in everything:
+                if _may_name(everything, word):
                     hits.update([i for i, text in enumerate(texts) if affirms(text, word)])
             found = self._mentions[key] = [resources[i] for i in sorted(hits)]
         return list(found)
